@@ -1,0 +1,259 @@
+"""``kappaflow`` command line: one material at a time, calling the workflow's own steps.
+
+kappaflow kappa --model chgnet-0.3.0 --material mp-22862 --out DIR
+kappaflow score --predictions P --reference R --out metrics.csv [--materials ID,ID]
+kappaflow fetch-reference [--reference-dir DIR]
+kappaflow materials [--select rs,mp-22862]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# file names inside results/{model}/{material}/ (the workflow uses the same)
+MATERIAL_FILES = {
+    "relaxed": "relaxed.extxyz",
+    "disp": "phono3py_disp.yaml",
+    "forces_fc2": "forces_fc2.hdf5",
+    "fc2": "fc2.hdf5",
+    "phonons": "phonons.json",
+    "forces_fc3": "forces_fc3.hdf5",
+    "fc3": "fc3.hdf5",
+    "kappa": "kappa.hdf5",
+    "record": "kappa.json",
+}
+
+
+def _fmt(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.10g}"
+
+
+def _reference(args: argparse.Namespace):
+    from kappaflow.reference import resolve_reference_dir
+
+    return resolve_reference_dir(cli_dir=args.reference_dir)
+
+
+def cmd_kappa(args: argparse.Namespace) -> int:
+    from kappaflow.runtime import configure_threads
+
+    configure_threads(args.threads)
+    from kappaflow import io, steps
+    from kappaflow.calculators import load_calculator, model_spec
+    from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
+
+    out = Path(args.out)
+    files = {k: out / v for k, v in MATERIAL_FILES.items()}
+    if args.structures:
+        structures = Path(args.structures)
+    else:
+        structures = io.reference_file(_reference(args), "structures")
+    spec = model_spec(args.model)
+    phono = Phono3pySettings(mesh=tuple(args.mesh) if args.mesh else None, backend=args.backend)
+    kappa_settings = KappaSettings(tuple(args.temperatures), phono)
+    loaded = None
+
+    def model():
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_calculator(spec, args.device, args.model_dir)
+        return loaded
+
+    def done(*keys: str) -> bool:
+        return not args.force and all(files[k].exists() for k in keys)
+
+    if not done("relaxed"):
+        print(f"[kappaflow] relax {args.material} with {spec.key}", file=sys.stderr)
+        steps.run_relax(
+            structures, args.material, spec, RelaxSettings(), files["relaxed"], loaded=model()
+        )
+    if not done("fc2", "forces_fc2", "disp", "phonons"):
+        print("[kappaflow] fc2 forces", file=sys.stderr)
+        steps.run_fc2(
+            files["relaxed"],
+            spec,
+            phono,
+            files["fc2"],
+            files["forces_fc2"],
+            files["disp"],
+            files["phonons"],
+            loaded=model(),
+        )
+    if not done("fc3", "forces_fc3"):
+        print("[kappaflow] fc3 forces", file=sys.stderr)
+        steps.run_fc3(
+            files["relaxed"],
+            files["phonons"],
+            spec,
+            phono,
+            files["fc3"],
+            files["forces_fc3"],
+            loaded=model(),
+        )
+    if not done("kappa", "record"):
+        print("[kappaflow] Wigner RTA conductivity", file=sys.stderr)
+        steps.run_kappa(
+            files["relaxed"],
+            files["phonons"],
+            files["fc2"],
+            files["fc3"],
+            kappa_settings,
+            files["kappa"],
+            files["record"],
+            files["forces_fc3"],
+        )
+    record = io.read_json(files["record"])
+    if record["status"] != io.STATUS_OK:
+        print(f"status={record['status']}")
+        return 0
+    for t, k in zip(record["temperatures"], record["kappa_TOT_ave"], strict=True):
+        print(f"kappa_TOT_ave_{t:g}K={_fmt(k)}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from kappaflow import steps
+
+    materials = [m for m in args.materials.split(",") if m] if args.materials else None
+    summary = steps.run_score(
+        args.predictions, args.reference, args.out, materials, args.temperature
+    )
+    print(f"mean_SRD={_fmt(summary['mean_SRD'])}")
+    print(f"mean_SRME_success={_fmt(summary['mean_SRME_success'])}")
+    print(f"frac_within_factor_2={_fmt(summary['frac_within_factor_2'])}")
+    print(f"n_materials={summary['n_materials']}")
+    print(f"mean_SRME={_fmt(summary['mean_SRME'])}")
+    print(f"mean_SRE={_fmt(summary['mean_SRE'])}")
+    print(f"n_failed={summary['n_failed']}")
+    return 0
+
+
+def cmd_fetch_reference(args: argparse.Namespace) -> int:
+    from kappaflow import io
+    from kappaflow.reference import FILES
+
+    resolved = _reference(args)
+    for key in FILES:
+        path = io.reference_file(resolved, key)
+        print(f"{key}={path}")
+    return 0
+
+
+def cmd_materials(args: argparse.Namespace) -> int:
+    from kappaflow import io
+    from kappaflow.structures import materials_table, select_materials
+
+    structures = (
+        Path(args.structures)
+        if args.structures
+        else io.reference_file(_reference(args), "structures")
+    )
+    table = materials_table(io.read_structures(structures))
+    selection = args.select.split(",") if args.select else "all"
+    for mid in select_materials(table, selection):
+        m = table[mid]
+        print(
+            f"{mid}\t{m.desc}\tfc2={'x'.join(map(str, m.fc2_supercell))}\tfc3={'x'.join(map(str, m.fc3_supercell))}"
+            f"\tmesh={'x'.join(map(str, m.q_mesh))}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kappaflow", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_reference(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--reference-dir",
+            help="reference data directory (else $KAPPAFLOW_REFERENCE_DIR, "
+            "else resources/reference/, downloaded with sha256 checks)",
+        )
+
+    k = sub.add_parser("kappa", help="relax, fc2, fc3 and Wigner κ of one material with one model")
+    k.add_argument(
+        "--model",
+        required=True,
+        help="model key (chgnet-0.3.0, sevennet-0, mace-mp-0-medium, emt), "
+        "a MACE .model file, or module:factory",
+    )
+    k.add_argument("--material", required=True, help="material id (mp_id) in the structures file")
+    k.add_argument(
+        "--out", required=True, help="output directory (the workflow's results/{model}/{material})"
+    )
+    k.add_argument(
+        "--structures", help="extxyz of your own structures (default: the reference set)"
+    )
+    k.add_argument("--temperatures", type=float, nargs="+", default=[300.0])
+    k.add_argument(
+        "--mesh", type=int, nargs=3, help="override the material's q-mesh (coarse tests)"
+    )
+    k.add_argument(
+        "--backend", choices=["C", "Rust"], default="C", help="phono3py backend (recorded)"
+    )
+    k.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    k.add_argument("--threads", type=int, default=1, help="OMP/Rayon/torch threads")
+    k.add_argument(
+        "--model-dir", default="resources/models", help="where downloaded checkpoints are kept"
+    )
+    k.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
+    add_reference(k)
+    k.set_defaults(func=cmd_kappa)
+
+    s = sub.add_parser("score", help="SRD/SRE/SRME of a kappa table against a reference table")
+    s.add_argument(
+        "--predictions", required=True, help="json.gz in the reference layout (DFT or gathered)"
+    )
+    s.add_argument(
+        "--reference",
+        required=True,
+        help="reference json.gz (e.g. kappas_phononDB_PBE_noNAC.json.gz)",
+    )
+    s.add_argument("--out", required=True, help="per-material metrics CSV")
+    s.add_argument(
+        "--materials", help="comma-separated material ids (default: all in the reference)"
+    )
+    s.add_argument("--temperature", type=float, default=300.0)
+    s.set_defaults(func=cmd_score)
+
+    f = sub.add_parser(
+        "fetch-reference", help="verify (or download into resources/reference/) the reference files"
+    )
+    add_reference(f)
+    f.set_defaults(func=cmd_fetch_reference)
+
+    m = sub.add_parser("materials", help="list materials with their supercells and q-mesh")
+    m.add_argument("--structures")
+    m.add_argument("--select", help="comma-separated ids and/or structure types (rs, zb, wz)")
+    add_reference(m)
+    m.set_defaults(func=cmd_materials)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kappaflow.calculators import ModelError
+    from kappaflow.metrics import InvalidReferenceError
+    from kappaflow.reference import ChecksumError, ReferenceNotFoundError
+    from kappaflow.settings import SettingsError
+    from kappaflow.structures import MaterialError
+
+    try:
+        return args.func(args)
+    except (
+        ModelError,
+        MaterialError,
+        SettingsError,
+        ReferenceNotFoundError,
+        ChecksumError,
+        InvalidReferenceError,
+        FileNotFoundError,
+    ) as exc:
+        print(f"kappaflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

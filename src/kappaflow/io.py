@@ -1,0 +1,415 @@
+"""The only module that reads or writes files.
+
+Every write is atomic: data go to a temporary file in the destination folder, which
+is renamed onto the declared path only when complete, so a killed job never leaves
+a half-written output that looks finished. phono3py's own HDF5 layouts and names
+(``fc2.hdf5``, ``fc3.hdf5``, ``phono3py_disp.yaml``, kappa datasets) are kept so
+phono3py's tools can read the results folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from ase.io import read, write
+
+from kappaflow import reference as ref
+
+STATUS_OK = "ok"
+
+
+class GatedOutputError(RuntimeError):
+    """A placeholder output (status != ok) was asked for its data."""
+
+
+# --------------------------------------------------------------------------- atomic
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=".tmp" + "".join(dest.suffixes), dir=dest.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _clean_nan(obj: Any) -> Any:
+    """JSON has no NaN: store null (read back as NaN where numbers are expected)."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Atomic JSON (gzip when the name ends in .gz); NaN stored as null."""
+    text = json.dumps(
+        _clean_nan(json.loads(json.dumps(data, default=_default, allow_nan=True))), indent=1
+    )
+    with atomic_path(path) as tmp:
+        if str(path).endswith(".gz"):
+            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_figure(path: str | os.PathLike, fig: Any) -> None:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "svg", bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame, index: bool = False) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=index)
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+# ------------------------------------------------------------------------ hashing
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str, what: str) -> str:
+    """Return the file's sha256, raising ChecksumError when it differs from ``expected``."""
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ref.ChecksumError(
+            f"{what}: {path} has sha256 {actual}, expected {expected}; refusing to use it "
+            "(delete it to re-download, or point at an unmodified copy)"
+        )
+    return actual
+
+
+def download(url: str, dest: str | os.PathLike, sha256: str | None, timeout: float = 60) -> Path:
+    """Download ``url`` to ``dest`` atomically; verify ``sha256`` before the rename."""
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+            shutil.copyfileobj(resp, fh)
+        if sha256 is not None:
+            verify_sha256(tmp, sha256, f"download of {url}")
+    return dest
+
+
+# ---------------------------------------------------------------------- reference
+
+
+def reference_file(resolved: ref.ResolvedDir, key: str, download_missing: bool = True) -> Path:
+    """Path of one pinned reference file, verified by sha256 (downloaded if allowed)."""
+    entry = ref.FILES[key]
+    path = resolved.path / entry.filename
+    if not path.exists():
+        if not (resolved.downloadable and download_missing):
+            raise ref.ReferenceNotFoundError(
+                ref.not_found_message(
+                    resolved, entry.filename, "only the default location is filled by download"
+                )
+            )
+        try:
+            download(entry.url, path, entry.sha256)
+        except OSError as exc:  # offline, DNS failure, HTTP error
+            raise ref.ReferenceNotFoundError(
+                ref.not_found_message(resolved, entry.filename, f"download failed ({exc})")
+            ) from exc
+    verify_sha256(path, entry.sha256, f"reference file {entry.filename}")
+    return path
+
+
+def read_structures(path: str | os.PathLike) -> list[Atoms]:
+    """All frames of an extxyz file (the reference set or a user's own)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"structures file not found: {path}")
+    frames = read(path, index=":", format="extxyz")
+    if not frames:
+        raise ValueError(f"structures file {path} holds no frames")
+    return frames
+
+
+_ARRAY_COLUMNS = (
+    "q_mesh",
+    "temperatures",
+    "qpoints",
+    "weights",
+    "frequencies",
+    "heat_capacity",
+    "kappa_TOT_ave",
+    "mode_kappa_TOT_ave",
+    "kappa_TOT_RTA",
+    "kappa_P_RTA",
+    "kappa_C",
+)
+
+
+def read_kappa_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A kappa table in the reference layout (DFT json.gz or a gathered kappaflow table).
+
+    Returns a frame indexed by ``mp_id`` whose list cells are numpy arrays (NaN for null).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"kappa table not found: {path}")
+    try:
+        df = pd.read_json(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a pandas-JSON kappa table ({exc})") from exc
+    if "mp_id" not in df.columns:
+        raise ValueError(f"{path}: no 'mp_id' column (columns: {', '.join(map(str, df.columns))})")
+    if "kappa_TOT_ave" not in df.columns:
+        raise ValueError(f"{path}: no 'kappa_TOT_ave' column")
+    df = df.set_index("mp_id")
+    for col in _ARRAY_COLUMNS:
+        if col in df.columns:
+            df[col] = [
+                np.asarray(v, dtype=float) if isinstance(v, list) else (np.nan if v is None else v)
+                for v in df[col]
+            ]
+    return df
+
+
+def write_kappa_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
+    """Write a gathered table in the reference layout (pandas to_json, orient=columns)."""
+    out = df.reset_index() if df.index.name == "mp_id" else df.copy()
+    for col in out.columns:
+        out[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in out[col]]
+    text = out.to_json()
+    with atomic_path(path) as tmp:
+        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+# --------------------------------------------------------------------- structures
+
+
+def write_structure(
+    path: str | os.PathLike, atoms: Atoms, info: dict[str, Any] | None = None
+) -> None:
+    """extxyz with JSON-able info (relaxation record) attached."""
+    atoms = atoms.copy()
+    atoms.calc = None
+    atoms.constraints = []
+    atoms.info = {}
+    if info:
+        atoms.info["kappaflow"] = json.dumps(
+            _clean_nan(json.loads(json.dumps(info, default=_default)))
+        )
+    with atomic_path(path) as tmp:
+        write(tmp, atoms, format="extxyz")
+
+
+def read_structure(path: str | os.PathLike) -> tuple[Atoms, dict[str, Any]]:
+    atoms = read(path, format="extxyz")
+    info = json.loads(atoms.info.pop("kappaflow", "{}"))
+    atoms.info = {}
+    return atoms, info
+
+
+# ------------------------------------------------------------------- phono3py I/O
+
+
+def write_phono3py_yaml(path: str | os.PathLike, ph3: Any) -> None:
+    """phono3py_disp.yaml (structure, supercell matrices, displacement datasets)."""
+    with atomic_path(path) as tmp:
+        ph3.save(filename=str(tmp), settings={"force_sets": False})
+
+
+def write_fc(
+    path: str | os.PathLike,
+    order: int,
+    fc: np.ndarray | None,
+    p2s_map: np.ndarray | None,
+    status: str = STATUS_OK,
+) -> None:
+    """fc2.hdf5/fc3.hdf5 in phono3py's format; a gated job writes a status-only placeholder."""
+    from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
+
+    with atomic_path(path) as tmp:
+        if status == STATUS_OK:
+            if fc is None:
+                raise ValueError(f"{path}: status ok but no force constants")
+            if order == 2:
+                write_fc2_to_hdf5(fc, filename=str(tmp), p2s_map=p2s_map)
+            else:
+                write_fc3_to_hdf5(fc, filename=str(tmp), p2s_map=p2s_map)
+        else:
+            with h5py.File(tmp, "w"):
+                pass
+        with h5py.File(tmp, "a") as h5:
+            h5.attrs["kappaflow_status"] = status
+
+
+def fc_status(path: str | os.PathLike) -> str:
+    with h5py.File(path, "r") as h5:
+        return str(h5.attrs.get("kappaflow_status", STATUS_OK))
+
+
+def read_fc(path: str | os.PathLike, order: int) -> np.ndarray:
+    """Force constants; refuses a placeholder whose status is not ok."""
+    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+    status = fc_status(path)
+    if status != STATUS_OK:
+        raise GatedOutputError(f"{path} is a placeholder (status={status}); no force constants")
+    return read_fc2_from_hdf5(path) if order == 2 else read_fc3_from_hdf5(path)
+
+
+def write_forces(
+    path: str | os.PathLike, forces: np.ndarray | None, status: str = STATUS_OK, **meta: Any
+) -> None:
+    """Displaced-supercell forces (n_disp, n_atoms, 3) in eV/Å, with metadata attributes."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["kappaflow_status"] = status
+        if forces is not None:
+            h5.create_dataset("forces", data=np.asarray(forces, dtype=float), compression="gzip")
+        for key, value in meta.items():
+            h5.attrs[key] = value
+
+
+def read_forces(path: str | os.PathLike) -> np.ndarray:
+    with h5py.File(path, "r") as h5:
+        status = str(h5.attrs.get("kappaflow_status", STATUS_OK))
+        if status != STATUS_OK:
+            raise GatedOutputError(f"{path} is a placeholder (status={status}); no forces")
+        return h5["forces"][()]
+
+
+def write_kappa_hdf5(
+    path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[str, Any]
+) -> None:
+    """The kappa HDF5 with phono3py's dataset names (kappa, mode_kappa, frequency, ...).
+
+    Written straight to the declared output: phono3py's own writer would put
+    ``kappa-m191919.hdf5`` into the current directory, a name shared by all rs/zb
+    materials, which concurrent jobs would overwrite.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key, value in datasets.items():
+            if value is None:
+                continue
+            value = np.asarray(value)
+            if value.dtype.kind in "US":
+                h5.create_dataset(key, data=np.bytes_(str(value)))
+            elif value.ndim >= 2:
+                h5.create_dataset(key, data=value, compression="gzip")
+            else:
+                h5.create_dataset(key, data=value)
+        for key, value in attrs.items():
+            h5.attrs[key] = (
+                value
+                if not isinstance(value, (dict, list))
+                else json.dumps(value, default=_default)
+            )
+
+
+def read_kappa_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    with h5py.File(path, "r") as h5:
+        data = {k: h5[k][()] for k in h5}
+        attrs = dict(h5.attrs)
+    return data, attrs
+
+
+# -------------------------------------------------------------------- provenance
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of the packages that shape the numbers (None if not installed)."""
+    from importlib import metadata
+
+    names = (
+        "kappaflow",
+        "phono3py",
+        "phonopy",
+        "phonors",
+        "spglib",
+        "ase",
+        "numpy",
+        "torch",
+        "mace-torch",
+        "e3nn",
+        "chgnet",
+        "sevenn",
+    )
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

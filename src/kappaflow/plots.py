@@ -1,0 +1,118 @@
+"""Figures as matplotlib objects (no file I/O; :func:`kappaflow.io.write_figure` saves)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from kappaflow.metrics import temperature_index
+
+TYPE_MARKERS = {"rs": "o", "zb": "s", "wz": "^"}
+
+
+def parity(metrics: pd.DataFrame, model: str, temperature: float) -> Figure:
+    """κ_model vs κ_DFT on log-log axes; failures drawn as red crosses on the x axis."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    df = (
+        metrics[metrics["DFT_kappa_TOT_ave"].notna()]
+        if "DFT_kappa_TOT_ave" in metrics
+        else metrics.iloc[:0]
+    )
+    failed = df["failed"].astype(bool) if len(df) else pd.Series(dtype=bool)
+    ok = df[~failed & (df["kappa_TOT_ave"] > 0)]
+    bad = df[failed]
+    lo = 0.1
+    hi = 3000.0
+    if len(df):
+        vals = np.concatenate(
+            [df["DFT_kappa_TOT_ave"].to_numpy(float), ok["kappa_TOT_ave"].to_numpy(float)]
+        )
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if vals.size:
+            lo, hi = vals.min() / 2, vals.max() * 2
+    x = np.array([lo, hi])
+    ax.plot(x, x, "k-", lw=0.8, label="parity")
+    ax.fill_between(x, x / 2, x * 2, color="0.9", label="factor 2")
+    ax.scatter(
+        ok["DFT_kappa_TOT_ave"],
+        ok["kappa_TOT_ave"],
+        s=18,
+        c="tab:blue",
+        label=f"computed ({len(ok)})",
+    )
+    if len(bad):
+        ax.scatter(
+            bad["DFT_kappa_TOT_ave"],
+            np.full(len(bad), lo * 1.15),
+            marker="x",
+            c="tab:red",
+            label=f"failed ({len(bad)})",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(r"$\kappa_{\mathrm{DFT}}$ (W m$^{-1}$ K$^{-1}$)")
+    ax.set_ylabel(rf"$\kappa_{{\mathrm{{{model}}}}}$ (W m$^{{-1}}$ K$^{{-1}}$)")
+    mean_srme = df["SRME"].mean() if len(df) else np.nan
+    ax.set_title(f"{model}, {temperature:g} K: mean SRME {mean_srme:.3f}, n={len(df)}")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def kappa_vs_temperature(table: pd.DataFrame, model: str) -> Figure:
+    """κ_TOT_ave(T) of every computed material (one line each)."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for mid, row in table.iterrows():
+        k = np.atleast_1d(np.asarray(row["kappa_TOT_ave"], dtype=float))
+        t = np.atleast_1d(np.asarray(row["temperatures"], dtype=float))
+        if k.shape != t.shape or not np.any(np.isfinite(k)):
+            continue
+        label = row["desc"] if "desc" in row and isinstance(row["desc"], str) else str(mid)
+        ax.plot(t, k, marker="o", ms=3, lw=1, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("T (K)")
+    ax.set_ylabel(r"$\kappa_{\mathrm{TOT}}$ (W m$^{-1}$ K$^{-1}$)")
+    ax.set_title(f"{model}: Wigner RTA conductivity")
+    if len(ax.lines) <= 20:
+        ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def cumulative_kappa(
+    frequencies: np.ndarray, mode_kappa: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted frequencies, cumulative κ) from irreducible-q mode κ (already × w_q)."""
+    f = np.asarray(frequencies, dtype=float).ravel()
+    k = np.asarray(mode_kappa, dtype=float).ravel() / np.sum(weights)
+    order = np.argsort(f)
+    return f[order], np.cumsum(k[order])
+
+
+def cumulative_plot(pred: pd.Series, ref: pd.Series, model: str, temperature: float) -> Figure:
+    """Cumulative κ against frequency, model vs DFT, for one material."""
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for row, label, style in ((ref, "DFT (PBE)", "k-"), (pred, model, "C0-")):
+        if (
+            row is None
+            or row.get("mode_kappa_TOT_ave") is None
+            or not isinstance(row["mode_kappa_TOT_ave"], np.ndarray)
+        ):
+            continue
+        ti = temperature_index(row["temperatures"], temperature)
+        if ti is None:
+            continue
+        f, c = cumulative_kappa(row["frequencies"], row["mode_kappa_TOT_ave"][ti], row["weights"])
+        ax.step(f, c, style, where="post", label=f"{label}: {c[-1]:.4g}")
+    ax.set_xlabel("frequency (THz)")
+    ax.set_ylabel(r"cumulative $\kappa_{\mathrm{TOT}}$ (W m$^{-1}$ K$^{-1}$)")
+    name = ref.get("name", ref.name) if ref is not None else pred.name
+    ax.set_title(f"{name} ({ref.name if ref is not None else pred.name}), {temperature:g} K")
+    ax.legend(fontsize=8)
+    return fig

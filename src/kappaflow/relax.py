@@ -1,0 +1,117 @@
+"""Two-stage symmetry-constrained relaxation (PROTOCOL §3, k_SRME ``two_stage_relax``).
+
+Stage 1 relaxes positions and the normal strains (FrechetCellFilter, mask
+[1,1,1,0,0,0]) with ASE's FixSymmetry attached; stage 2 removes the constraint and
+continues with the same filter. If stage 2 changes the space group the stage-1
+structure is kept (``redirected_to_symm``). A non-converged relax and a broken
+symmetry are recorded, not raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.constraints import FixSymmetry
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS, FIRE, LBFGS
+
+from kappaflow.settings import RelaxSettings
+from kappaflow.structures import spacegroup_number
+
+_OPTIMIZERS = {"FIRE": FIRE, "BFGS": BFGS, "LBFGS": LBFGS}
+SYMPREC_TESTS = (1e-5, 1e-4, 1e-3, 1e-1)
+
+
+@dataclass
+class RelaxResult:
+    """The relaxed structure and its record (k_SRME field names)."""
+
+    atoms: Atoms
+    initial_space_group_number: int | None
+    stage1_space_group_number: int | None
+    relaxed_space_group_number: int | None
+    broken_symmetry: bool
+    redirected_to_symm: bool
+    reached_max_steps: bool
+    steps: list[int]
+    max_stress: float
+    max_force: float
+    energy: float
+    volume_initial: float
+    volume_final: float
+    symprec_tests: dict[str, int | None] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("atoms")
+        return d
+
+
+def _max_abs(x: np.ndarray) -> float:
+    return float(np.max(np.abs(x))) if x.size else 0.0
+
+
+def _run_stage(filt: FrechetCellFilter, settings: RelaxSettings) -> int:
+    opt = _OPTIMIZERS[settings.optimizer](filt, logfile=None)
+    opt.run(fmax=settings.fmax, steps=settings.max_steps)
+    return int(opt.get_number_of_steps())
+
+
+def relax_structure(
+    atoms: Atoms, calc: Calculator, settings: RelaxSettings | None = None
+) -> RelaxResult:
+    """Relax ``atoms`` (a copy) with ``calc`` following the two-stage protocol."""
+    settings = settings or RelaxSettings()
+    atoms = atoms.copy()
+    atoms.calc = calc
+    volume_initial = float(atoms.get_volume())
+    initial = spacegroup_number(atoms, settings.symprec)
+    mask = [1, 1, 1, 1, 1, 1] if settings.allow_tilt else [1, 1, 1, 0, 0, 0]
+
+    if settings.enforce_symmetry:
+        atoms.set_constraint(FixSymmetry(atoms, symprec=settings.symprec))
+    filt = FrechetCellFilter(atoms, mask=mask)
+    steps = [_run_stage(filt, settings)]
+    stage1_spg = spacegroup_number(atoms, settings.symprec)
+    stage1 = atoms.copy()
+    stage1.constraints = []
+
+    redirected = False
+    symprec_tests: dict[str, int | None] = {}
+    if settings.two_stage:
+        atoms.set_constraint()
+        steps.append(_run_stage(filt, settings))
+        final_spg = spacegroup_number(atoms, settings.symprec)
+        if final_spg != initial:
+            symprec_tests = {f"{p:g}": spacegroup_number(atoms, p) for p in SYMPREC_TESTS}
+        if settings.enforce_symmetry and final_spg != stage1_spg:
+            positions, cell = stage1.get_positions(), stage1.get_cell()
+            atoms.set_cell(cell, scale_atoms=False)
+            atoms.set_positions(positions)
+            redirected = True
+    atoms.set_constraint()
+    final = spacegroup_number(atoms, settings.symprec)
+    stress = atoms.get_stress(voigt=True)
+    forces = atoms.get_forces()
+    result_atoms = atoms.copy()
+    result_atoms.calc = None
+    return RelaxResult(
+        atoms=result_atoms,
+        initial_space_group_number=initial,
+        stage1_space_group_number=stage1_spg,
+        relaxed_space_group_number=final,
+        broken_symmetry=final != initial,
+        redirected_to_symm=redirected,
+        reached_max_steps=any(s >= settings.max_steps for s in steps),
+        steps=steps,
+        max_stress=max(_max_abs(stress[:3]), _max_abs(stress[3:])),
+        max_force=float(np.linalg.norm(forces, axis=1).max()),
+        energy=float(atoms.get_potential_energy()),
+        volume_initial=volume_initial,
+        volume_final=float(atoms.get_volume()),
+        symprec_tests=symprec_tests,
+    )

@@ -1,0 +1,151 @@
+"""Frozen settings of the protocol (PROTOCOL.md §3-§5), checked for physical sense.
+
+The JSON schema (``schemas/config.schema.yaml``) checks the *shape* of the config;
+these dataclasses check the *physics* (positive distances, known backends, ...),
+so the package can be used and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: phono3py backends. The DFT reference was produced with phono3py 3.x, C backend;
+#: phono3py 4.10 defaults to its (experimental) Rust backend "phonors".
+BACKENDS = ("C", "Rust")
+
+
+class SettingsError(ValueError):
+    """A setting has an unphysical or unknown value (message names the key)."""
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise SettingsError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _from_mapping(cls, mapping: dict[str, Any] | None, section: str):
+    mapping = dict(mapping or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise SettingsError(
+            f"unknown key(s) in '{section}': {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(known))})"
+        )
+    return cls(**mapping)
+
+
+@dataclass(frozen=True)
+class RelaxSettings:
+    """Two-stage symmetry-constrained relaxation (PROTOCOL §3, k_SRME defaults)."""
+
+    fmax: float = 1e-4
+    max_steps: int = 300
+    optimizer: str = "FIRE"
+    two_stage: bool = True
+    symprec: float = 1e-5
+    enforce_symmetry: bool = True
+    allow_tilt: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive("relax.fmax", self.fmax)
+        _check_positive("relax.symprec", self.symprec)
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise SettingsError(f"relax.max_steps must be an integer >= 1, got {self.max_steps!r}")
+        if self.optimizer not in ("FIRE", "BFGS", "LBFGS"):
+            raise SettingsError(
+                f"relax.optimizer must be one of FIRE, BFGS, LBFGS, got {self.optimizer!r}"
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> RelaxSettings:
+        return _from_mapping(cls, mapping, "relax")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Phono3pySettings:
+    """Finite displacements, gates and Wigner-RTA settings (PROTOCOL §4-§5)."""
+
+    displacement: float = 0.03
+    symprec: float = 1e-5
+    is_isotope: bool = True
+    boundary_mfp: float = 1e6
+    backend: str = "C"
+    frequency_threshold: float = -1e-2
+    conductivity_broken_symmetry: bool = False
+    #: override of the dataset's q-mesh for every material (coarse test meshes)
+    mesh: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("phono3py.displacement", self.displacement)
+        _check_positive("phono3py.symprec", self.symprec)
+        _check_positive("phono3py.boundary_mfp", self.boundary_mfp)
+        if self.backend not in BACKENDS:
+            raise SettingsError(
+                f"phono3py.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.mesh is not None:
+            mesh = tuple(int(m) for m in self.mesh)
+            if len(mesh) != 3 or min(mesh) < 1:
+                raise SettingsError(f"phono3py.mesh must be three integers >= 1, got {self.mesh!r}")
+            object.__setattr__(self, "mesh", mesh)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> Phono3pySettings:
+        return _from_mapping(cls, mapping, "phono3py")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mesh"] = list(self.mesh) if self.mesh is not None else None
+        return d
+
+
+@dataclass(frozen=True)
+class StructureDefaults:
+    """Defaults for user structures that lack the dataset's info keys (issue 2, §4).
+
+    Supercells are the smallest diagonal multiples n_i with n_i·|a_i| >= the given
+    length; the q-mesh is ``max(1, round(q_mesh_length * |b_i|))`` with
+    ``b_i`` the reciprocal vectors (no 2π) of the primitive cell. The defaults are
+    of the dataset's size: GaN-wz gets its 5×5×3 / 3×3×2 (mesh 22×22×12; dataset
+    19×19×15), NaCl-rs (8-atom cell) 3×3×3 / 2×2×2 (dataset 4×4×4 / 2×2×2) and an
+    18×18×18 mesh (dataset 19×19×19).
+    Every default used is recorded with the material and can be overridden.
+    """
+
+    fc2_min_length: float = 15.0
+    fc3_min_length: float = 9.0
+    q_mesh_length: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_positive("structure_defaults.fc2_min_length", self.fc2_min_length)
+        _check_positive("structure_defaults.fc3_min_length", self.fc3_min_length)
+        _check_positive("structure_defaults.q_mesh_length", self.q_mesh_length)
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> StructureDefaults:
+        return _from_mapping(cls, mapping, "structure_defaults")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class KappaSettings:
+    """Everything a kappa job needs besides the structure and the model."""
+
+    temperatures: tuple[float, ...] = (300.0,)
+    phono3py: Phono3pySettings = field(default_factory=Phono3pySettings)
+
+    def __post_init__(self) -> None:
+        temps = tuple(float(t) for t in self.temperatures)
+        if not temps or any((not math.isfinite(t)) or t < 0 for t in temps):
+            raise SettingsError(
+                f"temperatures must be a non-empty list of numbers >= 0, got {self.temperatures!r}"
+            )
+        object.__setattr__(self, "temperatures", temps)

@@ -1,0 +1,512 @@
+"""One function per workflow step: read inputs, call the physics, write outputs.
+
+The Snakemake scripts and the CLI call exactly these functions, so a CLI run of one
+material writes the same files as the workflow. Files are touched only through
+:mod:`kappaflow.io`. Physics failures (imaginary modes, broken symmetry) become a
+status in the outputs; the DAG stays static and downstream steps write placeholders.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kappaflow import io
+from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
+from kappaflow.runtime import current_threads
+from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, StructureDefaults
+from kappaflow.structures import MaterialSpec, frame_for, materials_table
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    return {
+        "versions": io.package_versions(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "threads": current_threads(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def load_material(
+    structures: str | Path,
+    material_id: str,
+    defaults: StructureDefaults | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+):
+    """(Atoms, MaterialSpec) of one material of a structures file."""
+    frames = io.read_structures(structures)
+    table = materials_table(frames, defaults, overrides)
+    if material_id not in table:
+        from kappaflow.structures import MaterialError
+
+        raise MaterialError(f"material {material_id!r} is not in {structures}")
+    return frame_for(frames, material_id), table[material_id]
+
+
+# ----------------------------------------------------------------------------- relax
+
+
+def run_relax(
+    structures: str | Path,
+    material_id: str,
+    model: ModelSpec,
+    settings: RelaxSettings,
+    out_relaxed: str | Path,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+    defaults: StructureDefaults | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    loaded: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """Relax one material; writes relaxed.extxyz with the relax record in its info."""
+    from kappaflow.relax import relax_structure
+
+    atoms, material = load_material(structures, material_id, defaults, overrides)
+    loaded = loaded or load_calculator(model, device, model_dir)
+    t0 = time.perf_counter()
+    result = relax_structure(atoms, loaded.calculator, settings)
+    record = {
+        "material": material.as_dict(),
+        "relax": result.record(),
+        "relax_settings": settings.as_dict(),
+        "model": loaded.info,
+        "timing_s": {"relax": time.perf_counter() - t0},
+        "provenance": provenance(),
+    }
+    io.write_structure(out_relaxed, result.atoms, record)
+    return record
+
+
+def _material(record: dict[str, Any]) -> MaterialSpec:
+    m = dict(record["material"])
+    for key in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
+        m[key] = tuple(m[key])
+    return MaterialSpec(**m)
+
+
+# ----------------------------------------------------------------------------- fc2
+
+
+def run_fc2(
+    relaxed: str | Path,
+    model: ModelSpec,
+    settings: Phono3pySettings,
+    out_fc2: str | Path,
+    out_forces: str | Path,
+    out_disp: str | Path,
+    out_phonons: str | Path,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+    loaded: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """fc2 forces -> fc2.hdf5, harmonic frequencies on the mesh, and the κ gate."""
+    from kappaflow import phonons
+
+    atoms, record = io.read_structure(relaxed)
+    material = _material(record)
+    ph3 = phonons.init_phono3py(atoms, material, settings)
+    io.write_phono3py_yaml(out_disp, ph3)
+    loaded = loaded or load_calculator(model, device, model_dir)
+    t0 = time.perf_counter()
+    forces = phonons.compute_forces(ph3.phonon_supercells_with_displacements, loaded.calculator)
+    t_forces = time.perf_counter() - t0
+    fc2 = phonons.fc2_from_forces(ph3, forces)
+    freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
+    imaginary = phonons.has_imaginary_modes(freqs, settings.frequency_threshold)
+    gate = phonons.conductivity_gate(
+        imaginary, record["relax"]["broken_symmetry"], settings.conductivity_broken_symmetry
+    )
+    io.write_forces(out_forces, forces, model=model.key)
+    io.write_fc(out_fc2, 2, fc2, ph3.phonon_primitive.p2s_map)
+    out = {
+        "status": gate.status,
+        "imaginary_freqs": gate.imaginary_freqs,
+        "broken_symmetry": gate.broken_symmetry,
+        "min_frequency_THz": float(np.nanmin(freqs)),
+        "gamma_frequencies_THz": freqs[0].tolist(),
+        "displacements": phonons.displacement_counts(ph3),
+        "settings": settings.as_dict(),
+        "model": loaded.info,
+        "timing_s": {"fc2_forces": t_forces, "fc2_total": time.perf_counter() - t0},
+        "provenance": provenance(backend=settings.backend),
+    }
+    io.write_json(out_phonons, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- fc3
+
+
+def run_fc3(
+    relaxed: str | Path,
+    phonons_json: str | Path,
+    model: ModelSpec,
+    settings: Phono3pySettings,
+    out_fc3: str | Path,
+    out_forces: str | Path,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+    loaded: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """fc3 forces -> fc3.hdf5, or status-only placeholders when the gate is closed."""
+    from kappaflow import phonons
+
+    gate = io.read_json(phonons_json)
+    if gate["status"] != io.STATUS_OK:
+        io.write_forces(out_forces, None, status=gate["status"], model=model.key)
+        io.write_fc(out_fc3, 3, None, None, status=gate["status"])
+        return {"status": gate["status"]}
+    atoms, record = io.read_structure(relaxed)
+    material = _material(record)
+    ph3 = phonons.init_phono3py(atoms, material, settings)
+    loaded = loaded or load_calculator(model, device, model_dir)
+    t0 = time.perf_counter()
+    forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
+    t_forces = time.perf_counter() - t0
+    fc3 = phonons.fc3_from_forces(ph3, forces)
+    io.write_forces(
+        out_forces,
+        forces,
+        model=model.key,
+        timing_s=t_forces,
+        checkpoint_sha256=str(loaded.info.get("checkpoint_sha256", "")),
+    )
+    io.write_fc(out_fc3, 3, fc3, ph3.primitive.p2s_map)
+    return {
+        "status": io.STATUS_OK,
+        "timing_s": {"fc3_forces": t_forces, "fc3_total": time.perf_counter() - t0},
+    }
+
+
+# ----------------------------------------------------------------------------- kappa
+
+
+def kappa_datasets(result: Any) -> dict[str, Any]:
+    """KappaResult -> HDF5 datasets with phono3py's names plus k_SRME's."""
+    from kappaflow.conductivity import kappa_ave
+
+    return {
+        "temperature": result.temperatures,
+        "mesh": result.mesh,
+        "qpoint": result.qpoints,
+        "weight": result.weights,
+        "grid_point": result.grid_points,
+        "frequency": result.frequencies,
+        "heat_capacity": result.heat_capacity,
+        "group_velocity": result.group_velocities,
+        "gamma": result.gamma,
+        "gamma_isotope": result.gamma_isotope,
+        "kappa": result.kappa_TOT_RTA,
+        "mode_kappa": result.mode_kappa_TOT,
+        "kappa_intra": result.kappa_P_RTA,
+        "kappa_inter": result.kappa_C,
+        "kappa_TOT_RTA": result.kappa_TOT_RTA,
+        "kappa_P_RTA": result.kappa_P_RTA,
+        "kappa_C": result.kappa_C,
+        "mode_kappa_P_RTA": result.mode_kappa_P_RTA,
+        "mode_kappa_C": result.mode_kappa_C,
+        "mode_kappa_TOT": result.mode_kappa_TOT,
+        "kappa_TOT_ave": result.kappa_TOT_ave,
+        "mode_kappa_TOT_ave": kappa_ave(result.mode_kappa_TOT),
+        "mode_kappa_matrix": result.extra.get("mode_kappa_matrix"),
+    }
+
+
+def run_kappa(
+    relaxed: str | Path,
+    phonons_json: str | Path,
+    fc2_path: str | Path,
+    fc3_path: str | Path,
+    settings: KappaSettings,
+    out_hdf5: str | Path,
+    out_record: str | Path,
+    fc3_forces: str | Path | None = None,
+) -> dict[str, Any]:
+    """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record."""
+    atoms, relax_record = io.read_structure(relaxed)
+    material = _material(relax_record)
+    gate = io.read_json(phonons_json)
+    fc3_meta: dict[str, Any] = {}
+    record: dict[str, Any] = {
+        "mp_id": material.material_id,
+        "name": material.name,
+        "desc": material.desc,
+        "material": material.as_dict(),
+        "status": gate["status"],
+        "failure": "" if gate["status"] == io.STATUS_OK else gate["status"],
+        "imaginary_freqs": gate["imaginary_freqs"],
+        "broken_symmetry": gate["broken_symmetry"],
+        "initial_space_group_number": relax_record["relax"]["initial_space_group_number"],
+        "relaxed_space_group_number": relax_record["relax"]["relaxed_space_group_number"],
+        "relax": relax_record["relax"],
+        "displacements": gate["displacements"],
+        "temperatures": list(settings.temperatures),
+        "q_mesh": list(settings.phono3py.mesh or material.q_mesh),
+        "model": gate["model"],
+        "settings": {
+            "relax": relax_record["relax_settings"],
+            "phono3py": settings.phono3py.as_dict(),
+            "transport_type": "SMM19",
+            "rta": True,
+        },
+        "timing_s": {**relax_record.get("timing_s", {}), **gate.get("timing_s", {})},
+        "errors": [],
+    }
+    if fc3_forces is not None:
+        fc3_meta = io.read_kappa_hdf5(fc3_forces)[1] if Path(fc3_forces).exists() else {}
+        if "timing_s" in fc3_meta:
+            record["timing_s"]["fc3_forces"] = float(fc3_meta["timing_s"])
+    if gate["status"] != io.STATUS_OK:
+        record.update(kappa_TOT_ave=[None] * len(settings.temperatures))
+        record["provenance"] = provenance(backend=settings.phono3py.backend)
+        io.write_kappa_hdf5(
+            out_hdf5,
+            {"temperature": np.asarray(settings.temperatures)},
+            {"kappaflow_status": gate["status"]},
+        )
+        io.write_json(out_record, record)
+        return record
+
+    from kappaflow import phonons
+    from kappaflow.conductivity import compute_kappa
+
+    fc2 = io.read_fc(fc2_path, 2)
+    fc3 = io.read_fc(fc3_path, 3)
+    ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
+    t0 = time.perf_counter()
+    result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
+    record["timing_s"]["kappa"] = time.perf_counter() - t0
+    record["kappa_TOT_ave"] = result.kappa_TOT_ave.tolist()
+    record["kappa_TOT_RTA"] = result.kappa_TOT_RTA.tolist()
+    record["kappa_P_RTA"] = result.kappa_P_RTA.tolist()
+    record["kappa_C"] = result.kappa_C.tolist()
+    record["sum_rule_error"] = result.sum_rule_error()
+    record["provenance"] = provenance(backend=settings.phono3py.backend)
+    attrs = {
+        "kappaflow_status": io.STATUS_OK,
+        "mp_id": material.material_id,
+        "backend": settings.phono3py.backend,
+        "transport_type": "SMM19-rta",
+        "version": io.package_versions()["phono3py"] or "",
+    }
+    io.write_kappa_hdf5(out_hdf5, kappa_datasets(result), attrs)
+    io.write_json(out_record, record)
+    return record
+
+
+# ---------------------------------------------------------------------------- gather
+
+
+def gather_row(record: dict[str, Any], kappa_hdf5: str | Path) -> dict[str, Any]:
+    """One row of the gathered table (reference column names) from a kappa job's outputs."""
+    row: dict[str, Any] = {
+        "mp_id": record["mp_id"],
+        "name": record["name"],
+        "desc": record["desc"],
+        "symm.no": record["material"]["spacegroup"],
+        "q_mesh": record["q_mesh"],
+        "temperatures": record["temperatures"],
+        "status": record["status"],
+        "failure": record["failure"],
+        "imaginary_freqs": record["imaginary_freqs"],
+        "broken_symmetry": record["broken_symmetry"],
+        "initial_space_group_number": record["initial_space_group_number"],
+        "relaxed_space_group_number": record["relaxed_space_group_number"],
+        "reached_max_steps": record["relax"]["reached_max_steps"],
+        "errors": record.get("errors", []),
+    }
+    nan_t = [np.nan] * len(record["temperatures"])
+    if record["status"] != io.STATUS_OK:
+        row.update(
+            kappa_TOT_ave=nan_t,
+            qpoints=None,
+            weights=None,
+            frequencies=None,
+            heat_capacity=None,
+            mode_kappa_TOT_ave=None,
+            kappa_TOT_RTA=None,
+            kappa_P_RTA=None,
+            kappa_C=None,
+        )
+        return row
+    data, _ = io.read_kappa_hdf5(kappa_hdf5)
+    row.update(
+        qpoints=data["qpoint"],
+        weights=data["weight"],
+        frequencies=data["frequency"],
+        heat_capacity=data["heat_capacity"],
+        kappa_TOT_ave=data["kappa_TOT_ave"],
+        mode_kappa_TOT_ave=data["mode_kappa_TOT_ave"],
+        kappa_TOT_RTA=data["kappa_TOT_RTA"],
+        kappa_P_RTA=data["kappa_P_RTA"],
+        kappa_C=data["kappa_C"],
+    )
+    return row
+
+
+def run_gather(
+    records: Sequence[str | Path], kappa_files: Sequence[str | Path], out_table: str | Path
+) -> pd.DataFrame:
+    rows = [gather_row(io.read_json(r), h) for r, h in zip(records, kappa_files, strict=True)]
+    df = pd.DataFrame(rows)
+    io.write_kappa_table(out_table, df)
+    return df
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def run_score(
+    predictions: str | Path,
+    reference: str | Path,
+    out_csv: str | Path,
+    materials: Sequence[str] | None = None,
+    temperature: float = 300.0,
+) -> dict[str, Any]:
+    """Score a kappa table against a reference table; writes the per-material CSV."""
+    from kappaflow.metrics import score_table, summarize
+
+    pred = io.read_kappa_table(predictions)
+    ref = io.read_kappa_table(reference)
+    per_material = score_table(pred, ref, temperature, materials)
+    io.write_csv(out_csv, per_material.reset_index())
+    return summarize(per_material)
+
+
+def run_model_metrics(
+    table: str | Path,
+    reference: str | Path | None,
+    out_csv: str | Path,
+    materials: Sequence[str],
+    temperature: float = 300.0,
+) -> dict[str, Any]:
+    """Workflow metrics of one model: materials without a DFT reference are skipped, with a note."""
+    from kappaflow.metrics import score_table, summarize
+
+    pred = io.read_kappa_table(table)
+    ref = (
+        io.read_kappa_table(reference)
+        if reference is not None
+        else pd.DataFrame(columns=["kappa_TOT_ave"])
+    )
+    scored = [m for m in materials if m in ref.index]
+    skipped = [m for m in materials if m not in ref.index]
+    if scored:
+        per_material = score_table(pred, ref, temperature, scored)
+        summary = summarize(per_material)
+    else:
+        per_material = pd.DataFrame(
+            columns=["name", "SRD", "SRE", "SRME", "failed", "failure", "note"]
+        )
+        per_material.index.name = "mp_id"
+        summary = {"n_materials": 0, "n_failed": 0, "mean_SRME": np.nan, "mean_SRE": np.nan}
+    if skipped:
+        extra = pd.DataFrame(
+            {"mp_id": skipped, "note": "no DFT reference: kappa computed, metrics skipped"}
+        ).set_index("mp_id")
+        for mid in skipped:
+            if mid in pred.index:
+                k = pred.loc[mid, "kappa_TOT_ave"]
+                ti = [
+                    i
+                    for i, t in enumerate(np.atleast_1d(pred.loc[mid, "temperatures"]))
+                    if abs(t - temperature) < 1e-6
+                ]
+                extra.loc[mid, "kappa_TOT_ave"] = (
+                    float(np.atleast_1d(k)[ti[0]]) if ti and np.ndim(k) else np.nan
+                )
+        per_material = pd.concat([per_material, extra])
+    summary["n_skipped_no_reference"] = len(skipped)
+    io.write_csv(out_csv, per_material.reset_index())
+    return summary
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def run_summary(
+    summaries: Sequence[str | Path],
+    models: Sequence[str],
+    reference_name: str,
+    out_csv: str | Path,
+    out_md: str | Path,
+) -> pd.DataFrame:
+    """One row per model (results/metrics.csv) and the same as a Markdown table."""
+    rows = [{"model": m, **io.read_json(p)} for m, p in zip(models, summaries, strict=True)]
+    df = pd.DataFrame(rows)
+    io.write_csv(out_csv, df)
+    cols = [
+        "model",
+        "n_materials",
+        "mean_SRME",
+        "mean_SRE",
+        "n_failed",
+        "mean_SRME_success",
+        "frac_within_factor_2",
+        "n_skipped_no_reference",
+    ]
+    cols = [c for c in cols if c in df.columns]
+    lines = [
+        f"# kappaflow metrics (300 K, DFT reference: {reference_name})",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for _, r in df.iterrows():
+        cells = [_cell(r[c]) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    if df.get("n_materials", pd.Series([1])).fillna(0).eq(0).all():
+        lines += [
+            "",
+            "No selected material has a DFT reference: κ was computed, metrics were skipped.",
+        ]
+    io.write_text(out_md, "\n".join(lines) + "\n")
+    return df
+
+
+def run_parity(
+    metrics_csv: str | Path, model: str, temperature: float, out_svg: str | Path
+) -> None:
+    from kappaflow.plots import parity
+
+    io.write_figure(out_svg, parity(io.read_csv(metrics_csv), model, temperature))
+
+
+def run_kappa_vs_temperature(table: str | Path, model: str, out_svg: str | Path) -> None:
+    from kappaflow.plots import kappa_vs_temperature
+
+    io.write_figure(out_svg, kappa_vs_temperature(io.read_kappa_table(table), model))
+
+
+def run_cumulative(
+    table: str | Path,
+    reference: str | Path,
+    materials: Sequence[str],
+    model: str,
+    temperature: float,
+    out_dir: str | Path,
+) -> None:
+    """One cumulative-κ figure per material with a reference (model vs DFT)."""
+    from kappaflow.plots import cumulative_plot
+
+    pred = io.read_kappa_table(table)
+    ref = io.read_kappa_table(reference)
+    io.ensure_dir(out_dir)
+    for mid in materials:
+        if mid not in ref.index:
+            continue
+        row = pred.loc[mid] if mid in pred.index else None
+        io.write_figure(
+            Path(out_dir) / f"{mid}.svg", cumulative_plot(row, ref.loc[mid], model, temperature)
+        )

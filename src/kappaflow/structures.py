@@ -1,0 +1,194 @@
+"""Materials: reference frames -> MaterialSpec rows (the workflow's sample sheet).
+
+A frame of the PhononDB-PBE extxyz carries ``mp_id``, ``name``, ``symm.no``,
+``fc2_supercell``, ``fc3_supercell``, ``q_mesh`` (and ``primitive_matrix`` for rs/zb).
+A user frame without these keys gets defaults (:class:`StructureDefaults`); which
+defaults were used is recorded in ``MaterialSpec.defaults_used``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import spglib
+from ase import Atoms
+
+from kappaflow.settings import StructureDefaults
+
+STRUCTURE_TYPES = {225: "rs", 216: "zb", 186: "wz"}
+MATERIAL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
+
+
+class MaterialError(ValueError):
+    """Unknown material id or an invalid structure frame (message names it)."""
+
+
+@dataclass(frozen=True)
+class MaterialSpec:
+    """One material: identifiers and the phonon settings it is computed with."""
+
+    material_id: str
+    name: str
+    spacegroup: int
+    structure_type: str
+    fc2_supercell: tuple[int, int, int]
+    fc3_supercell: tuple[int, int, int]
+    q_mesh: tuple[int, int, int]
+    defaults_used: tuple[str, ...] = field(default=())
+
+    @property
+    def desc(self) -> str:
+        """k_SRME's ``desc`` label, e.g. ``NaCl-rs``."""
+        return f"{self.name}-{self.structure_type}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
+            d[k] = list(d[k])
+        return d
+
+
+def spacegroup_number(atoms: Atoms, symprec: float = 1e-5) -> int | None:
+    """spglib space-group number (None when spglib finds no symmetry)."""
+    cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
+    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    return None if dataset is None else int(dataset.number)
+
+
+def reduced_formula(atoms: Atoms) -> str:
+    """Reduced formula, metals first (GaN, NaCl)."""
+    return atoms.symbols.formula.reduce()[0].format("metal")
+
+
+def _diagonal(value: Any, key: str, material: str) -> tuple[int, int, int]:
+    arr = np.asarray(value, dtype=float)
+    if arr.shape == (3, 3):
+        if np.any(np.abs(arr - np.diag(np.diag(arr))) > 0):
+            raise MaterialError(f"{material}: {key} must be diagonal, got {arr.tolist()}")
+        arr = np.diag(arr)
+    if arr.shape != (3,) or np.any(arr < 1) or np.any(arr != np.round(arr)):
+        raise MaterialError(f"{material}: {key} must be 3 positive integers, got {value!r}")
+    return tuple(int(x) for x in arr)  # type: ignore[return-value]
+
+
+def supercell_for_length(cell: np.ndarray, min_length: float) -> tuple[int, int, int]:
+    """Smallest diagonal multiples n_i with n_i·|a_i| >= ``min_length`` (lattice-vector lengths)."""
+    lengths = np.linalg.norm(np.asarray(cell, dtype=float), axis=1)
+    return tuple(max(1, math.ceil(min_length / a - 1e-9)) for a in lengths)  # type: ignore[return-value]
+
+
+def primitive_cell(atoms: Atoms, symprec: float = 1e-5) -> np.ndarray:
+    """Lattice of the standardised primitive cell (for the q-mesh density)."""
+    cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
+    prim = spglib.standardize_cell(cell, to_primitive=True, symprec=symprec)
+    return np.asarray(atoms.cell[:] if prim is None else prim[0])
+
+
+def q_mesh_for_length(prim_cell: np.ndarray, length: float) -> tuple[int, int, int]:
+    """``max(1, round(length * |b_i|))`` with reciprocal vectors b without 2π."""
+    recip = np.linalg.inv(np.asarray(prim_cell, dtype=float)).T
+    return tuple(max(1, round(length * np.linalg.norm(b))) for b in recip)  # type: ignore[return-value]
+
+
+def material_from_frame(
+    atoms: Atoms,
+    index: int,
+    defaults: StructureDefaults | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> MaterialSpec:
+    """Build the MaterialSpec of one frame; dataset keys win, then overrides, then defaults."""
+    defaults = defaults or StructureDefaults()
+    info = dict(atoms.info)
+    info.update(overrides or {})
+    formula = reduced_formula(atoms)
+    material_id = str(info.get("mp_id") or info.get("material_id") or f"{formula}-{index}")
+    if not re.fullmatch(MATERIAL_ID_PATTERN, material_id):
+        raise MaterialError(f"frame {index}: material id {material_id!r} is not a valid file name")
+    used: list[str] = []
+    spg = info.get("symm.no")
+    if spg is None:
+        spg = spacegroup_number(atoms) or 1
+        used.append("symm.no")
+    if "fc2_supercell" in info:
+        fc2 = _diagonal(info["fc2_supercell"], "fc2_supercell", material_id)
+    else:
+        fc2 = supercell_for_length(atoms.cell[:], defaults.fc2_min_length)
+        used.append("fc2_supercell")
+    if "fc3_supercell" in info:
+        fc3 = _diagonal(info["fc3_supercell"], "fc3_supercell", material_id)
+    else:
+        fc3 = supercell_for_length(atoms.cell[:], defaults.fc3_min_length)
+        used.append("fc3_supercell")
+    if "q_mesh" in info:
+        mesh = _diagonal(info["q_mesh"], "q_mesh", material_id)
+    else:
+        mesh = q_mesh_for_length(primitive_cell(atoms), defaults.q_mesh_length)
+        used.append("q_mesh")
+    name = str(info.get("name") or formula)
+    return MaterialSpec(
+        material_id=material_id,
+        name=name,
+        spacegroup=int(spg),
+        structure_type=STRUCTURE_TYPES.get(int(spg), f"sg{int(spg)}"),
+        fc2_supercell=fc2,
+        fc3_supercell=fc3,
+        q_mesh=mesh,
+        defaults_used=tuple(used),
+    )
+
+
+def materials_table(
+    frames: list[Atoms],
+    defaults: StructureDefaults | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, MaterialSpec]:
+    """All frames as ``{material_id: MaterialSpec}`` in file order; ids must be unique."""
+    overrides = overrides or {}
+    table: dict[str, MaterialSpec] = {}
+    for i, atoms in enumerate(frames):
+        mid = str(atoms.info.get("mp_id") or atoms.info.get("material_id") or "")
+        spec = material_from_frame(atoms, i, defaults, overrides.get(mid))
+        if spec.material_id in table:
+            raise MaterialError(f"duplicate material id {spec.material_id!r} (frame {i})")
+        table[spec.material_id] = spec
+    unknown = sorted(set(overrides) - set(table))
+    if unknown:
+        raise MaterialError(f"material_overrides name unknown material(s): {', '.join(unknown)}")
+    return table
+
+
+def select_materials(table: dict[str, MaterialSpec], selection: str | list[str]) -> list[str]:
+    """Resolve ``"all"`` or a list of material ids and/or structure types (rs, zb, wz).
+
+    Keeps file order; an unknown id or type raises with the offending entries named.
+    """
+    if selection == "all":
+        return list(table)
+    if isinstance(selection, str):
+        selection = [selection]
+    types = {spec.structure_type for spec in table.values()}
+    unknown = [s for s in selection if s not in table and s not in types]
+    if unknown:
+        raise MaterialError(
+            f"config key 'materials': unknown material id(s) or structure type(s): "
+            f"{', '.join(unknown)} (structure types here: {', '.join(sorted(types))})"
+        )
+    wanted = set(selection)
+    return [m for m, spec in table.items() if m in wanted or spec.structure_type in wanted]
+
+
+def frame_for(frames: list[Atoms], material_id: str) -> Atoms:
+    """The frame of one material (a copy), by mp_id/material_id."""
+    for i, atoms in enumerate(frames):
+        mid = str(
+            atoms.info.get("mp_id")
+            or atoms.info.get("material_id")
+            or f"{reduced_formula(atoms)}-{i}"
+        )
+        if mid == material_id:
+            return atoms.copy()
+    raise MaterialError(f"material {material_id!r} is not in the structures file")
