@@ -1,0 +1,92 @@
+# Validation, the materials table (the workflow's sample sheet), input functions and
+# wildcard constraints. No rules here.
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works uninstalled
+
+from kappaflow import io as kio
+from kappaflow.calculators import model_spec
+from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
+from kappaflow.settings import (
+    Phono3pySettings,
+    RelaxSettings,
+    StructureDefaults,
+)
+from kappaflow.structures import materials_table, select_materials
+
+validate(config, schema="../schemas/config.schema.yaml")
+# physics checks beyond the schema's shape checks (raise naming the key)
+RelaxSettings.from_mapping(config["relax"])
+Phono3pySettings.from_mapping(config["phono3py"])
+DEFAULTS = StructureDefaults.from_mapping(config["structure_defaults"])
+
+REFERENCE = resolve_reference_dir(config_dir=config["reference"]["dir"])
+REFERENCE_KAPPA = str(kio.reference_file(REFERENCE, KAPPA_KEYS[config["reference"]["kappa"]]))
+STRUCTURES = config["structures"] or str(kio.reference_file(REFERENCE, "structures"))
+
+_table = materials_table(kio.read_structures(STRUCTURES), DEFAULTS, config["material_overrides"])
+MATERIALS = select_materials(_table, config["materials"])
+MATERIALS_TABLE = pd.DataFrame([_table[m].as_dict() for m in MATERIALS])
+for _, _row in MATERIALS_TABLE.iterrows():
+    validate(_row.drop("defaults_used").to_dict(), schema="../schemas/materials.schema.yaml")
+
+MODELS = list(config["models"])
+for _m in MODELS:
+    model_spec(_m, config["models"])  # fails at start on a bad model entry
+TEMPS = [float(t) for t in config["temperatures"]]
+REFERENCE_IDS = set(kio.read_kappa_table(REFERENCE_KAPPA).index)
+# parity plots only where the reference has data (300 K); κ(T) curves otherwise
+PARITY_TEMPS = [t for t in TEMPS if abs(t - 300.0) < 1e-6]
+SCORED = [m for m in MATERIALS if m in REFERENCE_IDS]
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    material="|".join(map(re.escape, MATERIALS)),
+    temperature=r"\d+",
+
+
+def get_model(wildcards):
+    spec = model_spec(wildcards.model, config["models"])
+    return {"key": spec.key, "family": spec.family, "options": spec.options}
+
+
+def get_model_env(wildcards):
+    family = model_spec(wildcards.model, config["models"]).family
+    return (
+        f"../envs/{family}.yaml"
+        if family in ("mace", "chgnet", "sevennet")
+        else "../envs/analysis.yaml"
+    )
+
+
+def get_records(wildcards):
+    return expand(
+        "results/{model}/{material}/kappa.json", model=wildcards.model, material=MATERIALS
+    )
+
+
+def get_kappa_files(wildcards):
+    return expand(
+        "results/{model}/{material}/kappa.hdf5", model=wildcards.model, material=MATERIALS
+    )
+
+
+def get_final_output():
+    out = ["results/metrics.csv", "results/metrics.md"]
+    out += expand("results/{model}/kappa.json.gz", model=MODELS)
+    if SCORED and PARITY_TEMPS:
+        out += expand(
+            "results/plots/parity-{model}-T{temperature}K.svg",
+            model=MODELS,
+            temperature=[int(t) for t in PARITY_TEMPS],
+        )
+        out += expand("results/plots/cumulative-{model}", model=MODELS)
+    if len(TEMPS) > 1:
+        out += expand("results/plots/kappa-vs-T-{model}.svg", model=MODELS)
+    return out

@@ -1,0 +1,140 @@
+# Gather per model, metrics against the DFT reference, tables and figures (local rules).
+
+
+localrules:
+    gather,
+    metrics,
+    summary,
+    parity_plot,
+    kappa_vs_temperature,
+    cumulative_plots,
+
+
+rule gather:
+    input:
+        records=get_records,
+        kappa=get_kappa_files,
+    output:
+        table="results/{model}/kappa.json.gz",
+    log:
+        "logs/gather/{model}.log",
+    benchmark:
+        "logs/benchmark/gather/{model}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/gather.py"
+
+
+rule metrics:
+    input:
+        table="results/{model}/kappa.json.gz",
+        reference=REFERENCE_KAPPA,
+    output:
+        metrics=report(
+            "results/{model}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"model": "{model}", "table": "per material"},
+        ),
+        summary="results/{model}/metrics-summary.json",
+    log:
+        "logs/metrics/{model}.log",
+    benchmark:
+        "logs/benchmark/metrics/{model}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        materials=MATERIALS,
+        temperature=300.0,
+    script:
+        "../scripts/metrics.py"
+
+
+rule summary:
+    input:
+        summaries=expand("results/{model}/metrics-summary.json", model=MODELS),
+    output:
+        csv=report(
+            "results/metrics.csv",
+            caption="../report/summary.rst",
+            category="Metrics",
+            labels={"model": "all", "table": "summary (csv)"},
+        ),
+        markdown="results/metrics.md",
+    log:
+        "logs/summary/summary.log",
+    benchmark:
+        "logs/benchmark/summary/summary.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        models=MODELS,
+        reference=config["reference"]["kappa"],
+    script:
+        "../scripts/summary.py"
+
+
+rule parity_plot:
+    input:
+        metrics="results/{model}/metrics.csv",
+    output:
+        report(
+            "results/plots/parity-{model}-T{temperature}K.svg",
+            caption="../report/parity.rst",
+            category="Parity",
+            labels={"model": "{model}", "T": "{temperature} K"},
+        ),
+    log:
+        "logs/parity/{model}-T{temperature}K.log",
+    benchmark:
+        "logs/benchmark/parity/{model}-T{temperature}K.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/parity_plot.py"
+
+
+rule kappa_vs_temperature:
+    input:
+        table="results/{model}/kappa.json.gz",
+    output:
+        report(
+            "results/plots/kappa-vs-T-{model}.svg",
+            caption="../report/kappa_vs_t.rst",
+            category="Kappa(T)",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/kappa_vs_t/{model}.log",
+    benchmark:
+        "logs/benchmark/kappa_vs_t/{model}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/kappa_vs_t.py"
+
+
+rule cumulative_plots:
+    input:
+        table="results/{model}/kappa.json.gz",
+        reference=REFERENCE_KAPPA,
+    output:
+        report(
+            directory("results/plots/cumulative-{model}"),
+            patterns=["{material}.svg"],
+            caption="../report/cumulative.rst",
+            category="Cumulative kappa",
+            labels={"model": "{model}", "material": "{material}"},
+        ),
+    log:
+        "logs/cumulative/{model}.log",
+    benchmark:
+        "logs/benchmark/cumulative/{model}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        materials=SCORED,
+        temperature=300.0,
+    script:
+        "../scripts/cumulative_plots.py"

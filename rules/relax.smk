@@ -1,0 +1,22 @@
+rule relax:
+    input:
+        structures=STRUCTURES,
+    output:
+        relaxed="results/{model}/{material}/relaxed.extxyz",
+    log:
+        "logs/relax/{model}/{material}.log",
+    benchmark:
+        "logs/benchmark/relax/{model}/{material}.tsv"
+    conda:
+        get_model_env
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        model=get_model,
+        settings=config["relax"],
+        defaults=config["structure_defaults"],
+        overrides=config["material_overrides"],
+    script:
+        "../scripts/relax.py"

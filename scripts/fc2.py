@@ -1,0 +1,23 @@
+"""fc2 forces, fc2 and the harmonic gate (rule fc2)."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
+sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
+from kappaflow.runtime import configure_threads
+
+configure_threads(snakemake.threads)
+from kappaflow import steps
+from kappaflow.calculators import ModelSpec
+from kappaflow.settings import Phono3pySettings
+
+out = snakemake.output
+steps.run_fc2(
+    snakemake.input.relaxed,
+    ModelSpec(**snakemake.params.model),
+    Phono3pySettings.from_mapping(snakemake.params.settings),
+    out.fc2,
+    out.forces,
+    out.disp,
+    out.phonons,
+)
