@@ -336,6 +336,12 @@ def write_forces(
             h5.attrs[key] = value
 
 
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """HDF5 file attributes only (status, timing, checksum)."""
+    with h5py.File(path, "r") as h5:
+        return dict(h5.attrs)
+
+
 def read_forces(path: str | os.PathLike) -> np.ndarray:
     with h5py.File(path, "r") as h5:
         status = str(h5.attrs.get("kappaflow_status", STATUS_OK))

@@ -30,6 +30,10 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="phono3py"
 FREQUENCY_THRESHOLD = -1e-2
 
 
+class NonFiniteForcesError(FloatingPointError):
+    """The model returned NaN/inf forces: recorded as a failure of the material, not a crash."""
+
+
 def to_phonopy_atoms(atoms: Atoms) -> PhonopyAtoms:
     return PhonopyAtoms(
         symbols=atoms.get_chemical_symbols(),
@@ -79,7 +83,8 @@ def compute_forces(
         if progress is not None:
             progress(i + 1, len(supercells))
     if not np.all(np.isfinite(out)):
-        raise FloatingPointError("model returned non-finite forces")
+        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(out))[:, 0]})
+        raise NonFiniteForcesError(f"model returned non-finite forces on displaced supercell(s) {bad[:10]}")
     return out
 
 

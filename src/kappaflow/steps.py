@@ -116,7 +116,25 @@ def run_fc2(
     io.write_phono3py_yaml(out_disp, ph3)
     loaded = loaded or load_calculator(model, device, model_dir)
     t0 = time.perf_counter()
-    forces = phonons.compute_forces(ph3.phonon_supercells_with_displacements, loaded.calculator)
+    try:
+        forces = phonons.compute_forces(ph3.phonon_supercells_with_displacements, loaded.calculator)
+    except phonons.NonFiniteForcesError as exc:
+        status = "nonfinite_forces"
+        io.write_forces(out_forces, None, status=status, model=model.key)
+        io.write_fc(out_fc2, 2, None, None, status=status)
+        out = {
+            "status": status,
+            "imaginary_freqs": False,
+            "broken_symmetry": record["relax"]["broken_symmetry"],
+            "errors": [str(exc)],
+            "displacements": phonons.displacement_counts(ph3),
+            "settings": settings.as_dict(),
+            "model": loaded.info,
+            "timing_s": {"fc2_forces": time.perf_counter() - t0},
+            "provenance": provenance(backend=settings.backend),
+        }
+        io.write_json(out_phonons, out)
+        return out
     t_forces = time.perf_counter() - t0
     fc2 = phonons.fc2_from_forces(ph3, forces)
     freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
@@ -169,7 +187,13 @@ def run_fc3(
     ph3 = phonons.init_phono3py(atoms, material, settings)
     loaded = loaded or load_calculator(model, device, model_dir)
     t0 = time.perf_counter()
-    forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
+    try:
+        forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
+    except phonons.NonFiniteForcesError as exc:
+        status = "nonfinite_forces"
+        io.write_forces(out_forces, None, status=status, model=model.key, error=str(exc))
+        io.write_fc(out_fc3, 3, None, None, status=status)
+        return {"status": status, "errors": [str(exc)]}
     t_forces = time.perf_counter() - t0
     fc3 = phonons.fc3_from_forces(ph3, forces)
     io.write_forces(
@@ -258,19 +282,24 @@ def run_kappa(
             "rta": True,
         },
         "timing_s": {**relax_record.get("timing_s", {}), **gate.get("timing_s", {})},
-        "errors": [],
     }
+    record["errors"] = list(gate.get("errors", []))
     if fc3_forces is not None:
-        fc3_meta = io.read_kappa_hdf5(fc3_forces)[1] if Path(fc3_forces).exists() else {}
+        fc3_meta = io.read_attrs(fc3_forces)
         if "timing_s" in fc3_meta:
             record["timing_s"]["fc3_forces"] = float(fc3_meta["timing_s"])
-    if gate["status"] != io.STATUS_OK:
+        if "error" in fc3_meta:
+            record["errors"].append(str(fc3_meta["error"]))
+    fc3_status = io.fc_status(fc3_path)
+    if gate["status"] == io.STATUS_OK and fc3_status != io.STATUS_OK:
+        record["status"] = record["failure"] = fc3_status
+    if record["status"] != io.STATUS_OK:
         record.update(kappa_TOT_ave=[None] * len(settings.temperatures))
         record["provenance"] = provenance(backend=settings.phono3py.backend)
         io.write_kappa_hdf5(
             out_hdf5,
             {"temperature": np.asarray(settings.temperatures)},
-            {"kappaflow_status": gate["status"]},
+            {"kappaflow_status": record["status"]},
         )
         io.write_json(out_record, record)
         return record

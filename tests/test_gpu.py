@@ -1,0 +1,55 @@
+"""CUDA paths: skipped cleanly without a GPU (CI never has one)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.gpu, pytest.mark.realmodel]
+
+_CODE = """
+import numpy as np, torch
+from ase.io import read
+from kappaflow.calculators import load_calculator, model_spec
+if not torch.cuda.is_available():
+    print("NO_CUDA"); raise SystemExit(0)
+nacl = [a for a in read({structures!r}, ":") if a.info["mp_id"] == "mp-22862"][0]
+nacl.positions[0, 0] += 0.03
+out = {{}}
+for device in ("cpu", "cuda"):
+    loaded = load_calculator(model_spec("chgnet-0.3.0"), device=device)
+    assert loaded.info["device"] == device
+    atoms = nacl.copy(); atoms.calc = loaded.calculator
+    out[device] = atoms.get_forces()
+print("MAXDIFF", float(np.abs(out["cpu"] - out["cuda"]).max()))
+"""
+
+
+def test_chgnet_forces_on_cuda_match_cpu(reference_dir):
+    pytest.importorskip("chgnet")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CODE.format(structures=str(reference_dir / "phononDB-PBE-structures.extxyz")),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = [x for x in proc.stdout.splitlines() if x.startswith("MAXDIFF")][-1]
+    assert float(line.split()[1]) < 1e-4  # float32 model: CPU and GPU agree to float32 noise
+
+
+def test_device_auto_picks_cuda_when_present():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from kappaflow.calculators import resolve_device
+
+    assert resolve_device("auto") == "cuda"

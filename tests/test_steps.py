@@ -1,0 +1,123 @@
+"""Workflow steps on EMT Cu: failures become data that flows to the metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from ase.build import bulk
+from ase.calculators.calculator import Calculator, all_changes
+from ase.io import write
+
+from kappaflow import io, steps
+from kappaflow.calculators import LoadedModel, model_spec
+from kappaflow.metrics import score_table
+from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
+
+
+class NaNForces(Calculator):
+    implemented_properties = ("energy", "forces", "stress")
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {
+            "energy": np.nan,
+            "forces": np.full((len(atoms), 3), np.nan),
+            "stress": np.zeros(6),
+        }
+
+
+def _files(d):
+    return {k: d / v for k, v in __import__("kappaflow.cli").cli.MATERIAL_FILES.items()}
+
+
+def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
+    cu = bulk("Cu", "fcc", a=3.59)
+    cu.info = {
+        "material_id": "Cu",
+        "fc2_supercell": [2, 2, 2],
+        "fc3_supercell": [2, 2, 2],
+        "q_mesh": [3, 3, 3],
+    }
+    write(tmp_path / "s.extxyz", cu, format="extxyz")
+    f = _files(tmp_path / "Cu")
+    spec = model_spec("emt")
+    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    bad = LoadedModel(
+        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
+    )
+    ps = Phono3pySettings()
+    gate = steps.run_fc2(
+        f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"], loaded=bad
+    )
+    assert gate["status"] == "nonfinite_forces"
+    assert "non-finite forces" in gate["errors"][0]
+    steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)
+    record = steps.run_kappa(
+        f["relaxed"],
+        f["phonons"],
+        f["fc2"],
+        f["fc3"],
+        KappaSettings((300.0,), ps),
+        f["kappa"],
+        f["record"],
+        f["forces_fc3"],
+    )
+    assert record["status"] == "nonfinite_forces"
+    assert record["kappa_TOT_ave"] == [None]
+    row = steps.gather_row(io.read_json(f["record"]), f["kappa"])
+    pred = pd.DataFrame([row]).set_index("mp_id")
+    ref = pd.DataFrame(
+        [
+            {
+                "mp_id": "Cu",
+                "temperatures": np.array([300.0]),
+                "kappa_TOT_ave": np.array([10.0]),
+                "mode_kappa_TOT_ave": None,
+                "weights": np.array([1]),
+            }
+        ]
+    ).set_index("mp_id")
+    scored = score_table(pred, ref).loc["Cu"]
+    assert scored["failed"] and scored["SRME"] == 2.0
+
+
+def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
+    cu = bulk("Cu", "fcc", a=3.59)
+    cu.info = {
+        "material_id": "Cu",
+        "fc2_supercell": [2, 2, 2],
+        "fc3_supercell": [2, 2, 2],
+        "q_mesh": [3, 3, 3],
+    }
+    write(tmp_path / "s.extxyz", cu, format="extxyz")
+    f = _files(tmp_path / "Cu")
+    spec = model_spec("emt")
+    ps = Phono3pySettings()
+    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    assert (
+        steps.run_fc2(f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])[
+            "status"
+        ]
+        == "ok"
+    )
+    bad = LoadedModel(
+        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
+    )
+    assert (
+        steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)[
+            "status"
+        ]
+        == "nonfinite_forces"
+    )
+    record = steps.run_kappa(
+        f["relaxed"],
+        f["phonons"],
+        f["fc2"],
+        f["fc3"],
+        KappaSettings((300.0,), ps),
+        f["kappa"],
+        f["record"],
+        f["forces_fc3"],
+    )
+    assert record["status"] == record["failure"] == "nonfinite_forces"
+    assert any("non-finite" in e for e in record["errors"])
