@@ -73,10 +73,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backend", default="C", choices=["C", "Rust"])
     parser.add_argument("--out", help="keep outputs here (default: a temporary directory)")
+    parser.add_argument(
+        "--steps",
+        default="relax,fc2,fc3,kappa",
+        help="comma-separated subset; later steps reuse earlier outputs in --out",
+    )
     args = parser.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="kappaflow-bench-"))
     results = {}
-    for step in ("relax", "fc2", "fc3", "kappa"):
+    for step in args.steps.split(","):
         results[step] = run_step(step, args, out)
         r = results[step]
         print(

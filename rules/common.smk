@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works uninstalled
@@ -18,6 +19,29 @@ from kappaflow.settings import (
     StructureDefaults,
 )
 from kappaflow.structures import materials_table, select_materials
+
+
+def _retyped(value):
+    """--config parses nested values with YAML's BaseLoader (every scalar a string):
+    read such strings again as YAML scalars ('300' -> 300, 'true' -> True)."""
+    if isinstance(value, dict):
+        return {k: _retyped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_retyped(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if parsed is None or isinstance(parsed, (bool, int, float)):
+            return parsed
+    return value
+
+
+# sections whose leaves are numbers/booleans/enums only (never model names or material ids)
+for _key in ("temperatures", "relax", "phono3py", "structure_defaults", "material_overrides"):
+    if _key in config:
+        config[_key] = _retyped(config[_key])
 
 validate(config, schema="../schemas/config.schema.yaml")
 # physics checks beyond the schema's shape checks (raise naming the key)
@@ -80,6 +104,13 @@ def get_kappa_files(wildcards):
 def get_final_output():
     out = ["results/metrics.csv", "results/metrics.md"]
     out += expand("results/{model}/kappa.json.gz", model=MODELS)
+    # per-material results are deliverables: a deleted one is recomputed (alone)
+    out += expand(
+        "results/{model}/{material}/{name}",
+        model=MODELS,
+        material=MATERIALS,
+        name=["kappa.hdf5", "kappa.json"],
+    )
     if SCORED and PARITY_TEMPS:
         out += expand(
             "results/plots/parity-{model}-T{temperature}K.svg",

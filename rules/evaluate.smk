@@ -22,6 +22,10 @@ rule gather:
         "logs/benchmark/gather/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     script:
         "../scripts/gather.py"
 
@@ -44,6 +48,10 @@ rule metrics:
         "logs/benchmark/metrics/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         materials=MATERIALS,
         temperature=300.0,
@@ -68,6 +76,10 @@ rule summary:
         "logs/benchmark/summary/summary.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         models=MODELS,
         reference=config["reference"]["kappa"],
@@ -91,6 +103,10 @@ rule parity_plot:
         "logs/benchmark/parity/{model}-T{temperature}K.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     script:
         "../scripts/parity_plot.py"
 
@@ -111,6 +127,10 @@ rule kappa_vs_temperature:
         "logs/benchmark/kappa_vs_t/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     script:
         "../scripts/kappa_vs_t.py"
 
@@ -133,6 +153,10 @@ rule cumulative_plots:
         "logs/benchmark/cumulative/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         materials=SCORED,
         temperature=300.0,

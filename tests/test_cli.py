@@ -35,7 +35,9 @@ TEMPERATURES = [300.0, 600.0]
 MESH = [5, 5, 5]
 
 
-def kappaflow(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def kappaflow(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "kappaflow.cli", *map(str, args)],
         cwd=cwd,
@@ -46,8 +48,24 @@ def kappaflow(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
     )
 
 
+def score(predictions, reference, out: str, *extra: str, cwd: Path):
+    return kappaflow(
+        "score",
+        "--predictions",
+        predictions,
+        "--reference",
+        reference,
+        "--out",
+        out,
+        *extra,
+        cwd=cwd,
+    )
+
+
 def check_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
 
 
 def summary(stdout: str) -> dict[str, float]:
@@ -68,7 +86,7 @@ def significant_digits(text: str) -> int:
 
 def test_score_reference_against_itself(reference_dir, tmp_path):
     ref = reference_dir / NONAC
-    proc = kappaflow("score", "--predictions", ref, "--reference", ref, "--out", "tmp.csv", cwd=tmp_path)
+    proc = score(ref, ref, "tmp.csv", cwd=tmp_path)
     check_ok(proc)
     s = summary(proc.stdout)
     assert s == {"n_materials": 103, "mean_SRME": 0.0, "mean_SRE": 0.0, "n_failed": 0}
@@ -78,10 +96,7 @@ def test_score_reference_against_itself(reference_dir, tmp_path):
 
 
 def test_score_nac_against_nonac(reference_dir, tmp_path):
-    proc = kappaflow(
-        "score", "--predictions", reference_dir / NAC, "--reference", reference_dir / NONAC,
-        "--out", "nac.csv", cwd=tmp_path,
-    )  # fmt: skip
+    proc = score(reference_dir / NAC, reference_dir / NONAC, "nac.csv", cwd=tmp_path)
     check_ok(proc)
     s = summary(proc.stdout)
     print(f"NAC vs noNAC: mean_SRME={s['mean_SRME']} mean_SRE={s['mean_SRE']}")
@@ -93,20 +108,28 @@ def test_score_nac_against_nonac(reference_dir, tmp_path):
 
 
 def test_score_selected_materials(reference_dir, tmp_path):
-    proc = kappaflow(
-        "score", "--predictions", reference_dir / NAC, "--reference", reference_dir / NONAC,
-        "--out", "two.csv", "--materials", "mp-22862,mp-804", cwd=tmp_path,
-    )  # fmt: skip
+    proc = score(
+        reference_dir / NAC,
+        reference_dir / NONAC,
+        "two.csv",
+        "--materials",
+        "mp-22862,mp-804",
+        cwd=tmp_path,
+    )
     check_ok(proc)
     assert summary(proc.stdout)["n_materials"] == 2
     assert sorted(pd.read_csv(tmp_path / "two.csv")["mp_id"]) == ["mp-22862", "mp-804"]
 
 
 def test_score_unknown_material_is_an_error(reference_dir, tmp_path):
-    proc = kappaflow(
-        "score", "--predictions", reference_dir / NAC, "--reference", reference_dir / NONAC,
-        "--out", "bad.csv", "--materials", "mp-22862,does-not-exist", cwd=tmp_path,
-    )  # fmt: skip
+    proc = score(
+        reference_dir / NAC,
+        reference_dir / NONAC,
+        "bad.csv",
+        "--materials",
+        "mp-22862,does-not-exist",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "does-not-exist" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -115,10 +138,14 @@ def test_score_unknown_material_is_an_error(reference_dir, tmp_path):
 def test_score_missing_prediction_counts_as_failed(reference_dir, tmp_path):
     table = io.read_kappa_table(reference_dir / NONAC)
     io.write_kappa_table(tmp_path / "pred.json.gz", table.drop(index="mp-22862"))
-    proc = kappaflow(
-        "score", "--predictions", "pred.json.gz", "--reference", reference_dir / NONAC,
-        "--out", "missing.csv", "--materials", "mp-22862,mp-804", cwd=tmp_path,
-    )  # fmt: skip
+    proc = score(
+        "pred.json.gz",
+        reference_dir / NONAC,
+        "missing.csv",
+        "--materials",
+        "mp-22862,mp-804",
+        cwd=tmp_path,
+    )
     check_ok(proc)
     s = summary(proc.stdout)
     assert s["n_materials"] == 2
@@ -134,8 +161,21 @@ def kappa_run(tmp_path_factory):
     """One EMT Cu κ run (relax, fc2, fc3, Wigner κ at 300 and 600 K) through the CLI."""
     cwd = tmp_path_factory.mktemp("kappa-cli")
     out = cwd / "Cu-fcc"
-    args = ["kappa", "--model", "emt", "--material", "Cu-fcc", "--structures", TEST_STRUCTURES,
-            "--out", out, "--mesh", *MESH, "--temperatures", *TEMPERATURES]  # fmt: skip
+    args = [
+        "kappa",
+        "--model",
+        "emt",
+        "--material",
+        "Cu-fcc",
+        "--structures",
+        TEST_STRUCTURES,
+        "--out",
+        out,
+        "--mesh",
+        *MESH,
+        "--temperatures",
+        *TEMPERATURES,
+    ]
     proc = kappaflow(*args, cwd=cwd)
     check_ok(proc)
     return out, args, proc
@@ -253,17 +293,21 @@ def test_kappa_missing_reference_names_all_three_settings(tmp_path):
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "KAPPAFLOW_REFERENCE_DIR"}
     proc = kappaflow(
-        "kappa", "--model", "emt", "--material", "mp-22862", "--out", "X", "--reference-dir", empty,
-        cwd=tmp_path, env=env,
-    )  # fmt: skip
+        "kappa",
+        "--model",
+        "emt",
+        "--material",
+        "mp-22862",
+        "--out",
+        "X",
+        "--reference-dir",
+        empty,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     message = proc.stderr
     assert "Traceback" not in message
     assert "--reference-dir" in message
     assert "KAPPAFLOW_REFERENCE_DIR" in message
-    if "reference.dir" not in message and "reference: {dir:" in message:
-        pytest.xfail(
-            "known bug: kappaflow.reference.not_found_message names the config key only as "
-            "'reference: {dir: DIR}', never as 'reference.dir'"
-        )
     assert "reference.dir" in message

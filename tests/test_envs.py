@@ -20,9 +20,13 @@ ENV_FILES = sorted(ENV_DIR.glob("*.yaml"))
 ENV_NAMES = [p.stem for p in ENV_FILES]
 
 # a conda spec: "numpy =2.4.6", "numpy=2.4.6", "numpy ==2.4.6" or bare "pip"
-CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\s*(?:(?P<op>==|=)\s*(?P<version>\S+))?$")
+CONDA_SPEC = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\s*(?:(?P<op>==|=)\s*(?P<version>\S+))?$"
+)
 # a pip requirement pinned exactly: "torch==2.13.0"
-PIP_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\s*(?:(?P<op>==|>=|<=|~=|!=|>|<)\s*(?P<version>\S+))?$")
+PIP_SPEC = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)\s*(?:(?P<op>==|>=|<=|~=|!=|>|<)\s*(?P<version>\S+))?$"
+)
 # not packages of the strict extra: the interpreter, and pip itself
 NOT_IN_STRICT = {"python", "pip"}
 # the workflow driver: runs outside the rule envs (the `script:` jobs do not import it)
@@ -64,7 +68,9 @@ def strict_pins() -> dict[str, str]:
     pins: dict[str, str] = {}
     for req in project["optional-dependencies"]["strict"]:
         name, sep, version = req.partition("==")
-        assert sep and version and not re.search(r"[<>=!~,;\[]", version), f"strict: {req!r} is not an exact pin"
+        assert sep and version and not re.search(r"[<>=!~,;\[]", version), (
+            f"strict: {req!r} is not an exact pin"
+        )
         pins[normalize(name.strip())] = version.strip()
     return pins
 
@@ -93,7 +99,9 @@ def test_every_pin_equals_strict(envs, strict, env_name):
         if name in NOT_IN_STRICT:
             continue
         assert op in ("=", "=="), f"{env_name}.yaml: {name} is not pinned exactly ({op}{version})"
-        assert name in strict, f"{env_name}.yaml pins {name}=={version}, which the strict extra lacks"
+        assert name in strict, (
+            f"{env_name}.yaml pins {name}=={version}, which the strict extra lacks"
+        )
         if version != strict[name]:
             mismatched[name] = (version, strict[name])
     assert not mismatched, f"{env_name}.yaml pins differ from strict (env, strict): {mismatched}"
@@ -139,7 +147,9 @@ def test_other_extras_agree_with_strict(strict):
         for req in reqs:
             name, sep, version = req.partition("==")
             if sep and normalize(name.strip()) in strict:
-                assert version.strip() == strict[normalize(name.strip())], f"[{extra}] {req} != strict"
+                assert version.strip() == strict[normalize(name.strip())], (
+                    f"[{extra}] {req} != strict"
+                )
 
 
 @pytest.mark.parametrize("package", ["phono3py", "phonopy", "ase"])
@@ -148,4 +158,6 @@ def test_installed_version_equals_strict(strict, package):
         installed = metadata.version(package)
     except metadata.PackageNotFoundError:
         pytest.skip(f"{package} is not installed")
-    assert installed == strict[package], f"installed {package} {installed} != strict pin {strict[package]}"
+    assert installed == strict[package], (
+        f"installed {package} {installed} != strict pin {strict[package]}"
+    )

@@ -164,3 +164,27 @@ def test_small_random_mace_through_the_registry(tmp_path, reference_dir):
         record["model"]["checkpoint_sha256"] == hashlib.sha256(Path(model).read_bytes()).hexdigest()
     )
     assert record["model"]["sha256_source"] == "recorded"
+
+
+_MACE_FOUNDATION = """
+import shutil, sys
+from pathlib import Path
+from mace.calculators.foundations_models import mace_mp_urls
+from kappaflow.calculators import load_calculator, model_spec
+model_dir = Path(sys.argv[2])
+shutil.copy(sys.argv[1], model_dir / Path(mace_mp_urls["medium"]).name)  # as if downloaded
+loaded = load_calculator(model_spec("mace-mp-0-medium"), device="cpu", model_dir=model_dir)
+print(loaded.info["checkpoint"], loaded.info["dtype"], type(loaded.calculator).__name__)
+"""
+
+
+def test_mace_foundation_name_resolves_to_cached_checkpoint(tmp_path):
+    """`mace-mp-0-medium` -> mace's own URL table -> the file name under resources/models/."""
+    pytest.importorskip("mace")
+    model = tmp_path / "small.model"
+    _run([sys.executable, "-c", _MACE_BUILD.format(path=str(model))])
+    cache = tmp_path / "models"
+    cache.mkdir()
+    out = _run([sys.executable, "-c", _MACE_FOUNDATION, str(model), str(cache)]).split()
+    assert out[-3].endswith("2023-12-03-mace-128-L1_epoch-199.model")
+    assert out[-2:] == ["float64", "MACECalculator"]

@@ -79,6 +79,7 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     ).set_index("mp_id")
     scored = score_table(pred, ref).loc["Cu"]
     assert scored["failed"] and scored["SRME"] == 2.0
+    assert scored["failure"] == "nonfinite_forces"
 
 
 def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):

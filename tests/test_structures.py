@@ -54,7 +54,9 @@ def test_user_structure_defaults_are_recorded_and_overridable():
     assert spec.fc3_supercell == (3, 3, 2)
     assert spec.q_mesh == (22, 22, 12)
     assert spec.name == "GaN" and spec.material_id == "GaN-0"
-    assert spec.spacegroup == 186 and spec.structure_type == "wz"
+    assert (
+        spec.spacegroup == 186 and spec.structure_type == "sg186"
+    )  # rs/zb/wz label dataset frames
     assert set(spec.defaults_used) == {"symm.no", "fc2_supercell", "fc3_supercell", "q_mesh"}
     over = material_from_frame(gan, 0, overrides={"q_mesh": [9, 9, 7]})
     assert over.q_mesh == (9, 9, 7)

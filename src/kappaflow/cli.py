@@ -9,6 +9,7 @@ kappaflow materials [--select rs,mp-22862]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +31,11 @@ def _fmt(x: float | None) -> str:
     return "nan" if x is None else f"{x:.10g}"
 
 
-def _reference(args: argparse.Namespace):
+def _reference(args: argparse.Namespace, cfg: dict | None = None):
     from kappaflow.reference import resolve_reference_dir
 
-    return resolve_reference_dir(cli_dir=args.reference_dir)
+    config_dir = ((cfg or {}).get("reference") or {}).get("dir")
+    return resolve_reference_dir(cli_dir=args.reference_dir, config_dir=config_dir)
 
 
 def cmd_kappa(args: argparse.Namespace) -> int:
@@ -42,17 +44,33 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     configure_threads(args.threads)
     from kappaflow import io, steps
     from kappaflow.calculators import load_calculator, model_spec
-    from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
+    from kappaflow.settings import (
+        KappaSettings,
+        Phono3pySettings,
+        RelaxSettings,
+        StructureDefaults,
+    )
 
     out = Path(args.out)
     files = {k: out / v for k, v in MATERIAL_FILES.items()}
-    if args.structures:
-        structures = Path(args.structures)
+    cfg = io.read_yaml(args.config) if args.config else {}
+    structures_cfg = args.structures or cfg.get("structures")
+    if structures_cfg:
+        structures = Path(structures_cfg)
     else:
-        structures = io.reference_file(_reference(args), "structures")
-    spec = model_spec(args.model)
-    phono = Phono3pySettings(mesh=tuple(args.mesh) if args.mesh else None, backend=args.backend)
-    kappa_settings = KappaSettings(tuple(args.temperatures), phono)
+        structures = io.reference_file(_reference(args, cfg), "structures")
+    spec = model_spec(args.model, cfg.get("models"))
+    phono_cfg = dict(cfg.get("phono3py") or {})
+    if args.mesh:
+        phono_cfg["mesh"] = tuple(args.mesh)
+    if args.backend:
+        phono_cfg["backend"] = args.backend
+    phono = Phono3pySettings.from_mapping(phono_cfg)
+    relax = RelaxSettings.from_mapping(cfg.get("relax"))
+    defaults = StructureDefaults.from_mapping(cfg.get("structure_defaults"))
+    overrides = cfg.get("material_overrides") or {}
+    temperatures = args.temperatures or cfg.get("temperatures") or [300.0]
+    kappa_settings = KappaSettings(tuple(temperatures), phono)
     loaded = None
 
     def model():
@@ -67,7 +85,14 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     if not done("relaxed"):
         print(f"[kappaflow] relax {args.material} with {spec.key}", file=sys.stderr)
         steps.run_relax(
-            structures, args.material, spec, RelaxSettings(), files["relaxed"], loaded=model()
+            structures,
+            args.material,
+            spec,
+            relax,
+            files["relaxed"],
+            defaults=defaults,
+            overrides=overrides,
+            loaded=model(),
         )
     if not done("fc2", "forces_fc2", "disp", "phonons"):
         print("[kappaflow] fc2 forces", file=sys.stderr)
@@ -186,15 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--structures", help="extxyz of your own structures (default: the reference set)"
     )
-    k.add_argument("--temperatures", type=float, nargs="+", default=[300.0])
+    k.add_argument("--temperatures", type=float, nargs="+", help="K (default: config or 300)")
+    k.add_argument(
+        "--config",
+        help="a workflow config.yaml: its relax, phono3py, structure_defaults, "
+        "material_overrides, temperatures, models and structures apply",
+    )
     k.add_argument(
         "--mesh", type=int, nargs=3, help="override the material's q-mesh (coarse tests)"
     )
     k.add_argument(
-        "--backend", choices=["C", "Rust"], default="C", help="phono3py backend (recorded)"
+        "--backend", choices=["C", "Rust"], help="phono3py backend (default C; recorded)"
     )
     k.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    k.add_argument("--threads", type=int, default=1, help="OMP/Rayon/torch threads")
+    k.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="OMP/Rayon/torch threads (default: all cores)",
+    )
     k.add_argument(
         "--model-dir", default="resources/models", help="where downloaded checkpoints are kept"
     )

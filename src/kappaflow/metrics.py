@@ -112,6 +112,8 @@ def score_material(
             and int(relaxed) != int(initial)
         ):
             reason = "broken_symmetry"
+        elif isinstance(_value(pred, "status"), str) and _value(pred, "status") not in ("", "ok"):
+            reason = _value(pred, "status")  # e.g. nonfinite_forces, recorded by the run
         elif t_pred is None:
             reason = f"no_prediction_at_{temperature:g}K"
         elif k_pred is None or not np.isfinite(k_pred):

@@ -84,7 +84,9 @@ def compute_forces(
             progress(i + 1, len(supercells))
     if not np.all(np.isfinite(out)):
         bad = sorted({int(i) for i in np.argwhere(~np.isfinite(out))[:, 0]})
-        raise NonFiniteForcesError(f"model returned non-finite forces on displaced supercell(s) {bad[:10]}")
+        raise NonFiniteForcesError(
+            f"model returned non-finite forces on displaced supercell(s) {bad[:10]}"
+        )
     return out
 
 

@@ -119,7 +119,7 @@ def not_found_message(resolved: ResolvedDir, filename: str, reason: str) -> str:
         "Point kappaflow at a directory holding the PhononDB-PBE reference files with one of:\n"
         "  --reference-dir DIR            (command line, highest priority)\n"
         f"  export {ENV_VAR}=DIR  (environment)\n"
-        "  reference: {dir: DIR}          (config.yaml)\n"
+        "  reference: {dir: DIR}          (config.yaml key reference.dir)\n"
         f"or let kappaflow download them into {DEFAULT_DIR}/ (needs network access to "
         f"{BASE_URL.split('/')[2]})."
     )

@@ -9,6 +9,7 @@ status in the outputs; the DAG stays static and downstream steps write placehold
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,11 @@ from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.runtime import current_threads
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, StructureDefaults
 from kappaflow.structures import MaterialSpec, frame_for, materials_table
+
+
+def log(message: str) -> None:
+    """One progress line on stderr (the rule's log file in the workflow)."""
+    print(f"[kappaflow {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -71,8 +77,13 @@ def run_relax(
 
     atoms, material = load_material(structures, material_id, defaults, overrides)
     loaded = loaded or load_calculator(model, device, model_dir)
+    log(f"relax {material_id} ({material.desc}) with {model.key} on {loaded.info['device']}")
     t0 = time.perf_counter()
     result = relax_structure(atoms, loaded.calculator, settings)
+    log(
+        f"relaxed in {result.steps} steps, space group {result.initial_space_group_number} -> "
+        f"{result.relaxed_space_group_number}, max force {result.max_force:.2e} eV/Å"
+    )
     record = {
         "material": material.as_dict(),
         "relax": result.record(),
@@ -116,6 +127,9 @@ def run_fc2(
     io.write_phono3py_yaml(out_disp, ph3)
     loaded = loaded or load_calculator(model, device, model_dir)
     t0 = time.perf_counter()
+    log(
+        f"fc2: {len(ph3.phonon_supercells_with_displacements)} supercells of {len(ph3.phonon_supercell)} atoms"
+    )
     try:
         forces = phonons.compute_forces(ph3.phonon_supercells_with_displacements, loaded.calculator)
     except phonons.NonFiniteForcesError as exc:
@@ -157,6 +171,7 @@ def run_fc2(
         "provenance": provenance(backend=settings.backend),
     }
     io.write_json(out_phonons, out)
+    log(f"fc2 done: gate {gate.status}, lowest frequency {out['min_frequency_THz']:.4f} THz")
     return out
 
 
@@ -179,6 +194,7 @@ def run_fc3(
 
     gate = io.read_json(phonons_json)
     if gate["status"] != io.STATUS_OK:
+        log(f"fc3 skipped: {gate['status']}")
         io.write_forces(out_forces, None, status=gate["status"], model=model.key)
         io.write_fc(out_fc3, 3, None, None, status=gate["status"])
         return {"status": gate["status"]}
@@ -187,6 +203,7 @@ def run_fc3(
     ph3 = phonons.init_phono3py(atoms, material, settings)
     loaded = loaded or load_calculator(model, device, model_dir)
     t0 = time.perf_counter()
+    log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
     try:
         forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
     except phonons.NonFiniteForcesError as exc:
@@ -310,6 +327,10 @@ def run_kappa(
     fc2 = io.read_fc(fc2_path, 2)
     fc3 = io.read_fc(fc3_path, 3)
     ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
+    log(
+        f"Wigner RTA κ of {material.material_id} on mesh {[int(m) for m in ph3.mesh_numbers]} at "
+        f"{list(settings.temperatures)} K, backend {settings.phono3py.backend}"
+    )
     t0 = time.perf_counter()
     result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
     record["timing_s"]["kappa"] = time.perf_counter() - t0
@@ -328,6 +349,7 @@ def run_kappa(
     }
     io.write_kappa_hdf5(out_hdf5, kappa_datasets(result), attrs)
     io.write_json(out_record, record)
+    log(f"κ_TOT_ave = {record['kappa_TOT_ave']} W/mK in {record['timing_s']['kappa']:.1f} s")
     return record
 
 

@@ -133,7 +133,10 @@ def material_from_frame(
         material_id=material_id,
         name=name,
         spacegroup=int(spg),
-        structure_type=STRUCTURE_TYPES.get(int(spg), f"sg{int(spg)}"),
+        # rs/zb/wz label the dataset's frames; other structures are labelled by space group
+        structure_type=(
+            STRUCTURE_TYPES.get(int(spg), f"sg{int(spg)}") if "symm.no" in info else f"sg{int(spg)}"
+        ),
         fc2_supercell=fc2,
         fc3_supercell=fc3,
         q_mesh=mesh,

@@ -1,0 +1,382 @@
+"""The Snakemake workflow: lint, dry runs of the default config, config errors, and a
+real end-to-end run of the tiny ``.test/`` workflow (EMT, two metals, two temperatures)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kappaflow import io
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+N_MATERIALS = 103
+MODELS = ["mace-mp-0-medium", "chgnet-0.3.0", "sevennet-0"]
+PER_MATERIAL_RULES = ["relax", "fc2", "fc3", "kappa"]
+TEST_MATERIALS = ["Cu-fcc", "Ag-fcc"]
+TEST_TEMPERATURES = [300.0, 600.0]
+AGGREGATION_RULES = {"gather", "metrics", "summary", "kappa_vs_temperature", "all"}
+# rule -> (log, benchmark) of the .test run, as declared in rules/*.smk
+PER_MATERIAL_LOGS = {
+    rule: (f"logs/{rule}/emt/{{m}}.log", f"logs/benchmark/{rule}/emt/{{m}}.tsv")
+    for rule in PER_MATERIAL_RULES
+}
+AGGREGATION_LOGS = {
+    "gather": ("logs/gather/emt.log", "logs/benchmark/gather/emt.tsv"),
+    "metrics": ("logs/metrics/emt.log", "logs/benchmark/metrics/emt.tsv"),
+    "summary": ("logs/summary/summary.log", "logs/benchmark/summary/summary.tsv"),
+    "kappa_vs_temperature": ("logs/kappa_vs_t/emt.log", "logs/benchmark/kappa_vs_t/emt.tsv"),
+}
+
+
+@dataclass
+class Job:
+    rule: str
+    wildcards: dict[str, str]
+
+
+def snakemake(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python -m snakemake ARGS``; stdout and stderr merged into ``.stdout``."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+    )
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"snakemake exited {proc.returncode}:\n{proc.stdout[-20000:]}"
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first 'Job stats:' table of a snakemake run ({} when there is nothing to do)."""
+    lines = output.splitlines()
+    try:
+        start = lines.index("Job stats:")
+    except ValueError:
+        return {}
+    counts: dict[str, int] = {}
+    for line in lines[start + 3 :]:  # skip the "job count" header and the dashes
+        name, _, count = line.rpartition(" ")
+        counts[name.strip()] = int(count)
+        if name.strip() == "total":
+            break
+    return counts
+
+
+def planned_jobs(output: str) -> list[Job]:
+    """Every 'rule X:' / 'localrule X:' block of a (dry) run, with its wildcards."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", output):
+        m = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
+        if not m:
+            continue
+        w = re.search(r"^\s+wildcards: (.*)$", block, flags=re.MULTILINE)
+        wildcards = dict(kv.split("=", 1) for kv in w[1].split(", ")) if w else {}
+        jobs.append(Job(m[1], wildcards))
+    return jobs
+
+
+def files_under(*dirs: Path) -> set[Path]:
+    return {p for d in dirs if d.exists() for p in d.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def env(reference_dir) -> dict[str, str]:
+    return {**os.environ, "KAPPAFLOW_REFERENCE_DIR": str(reference_dir)}
+
+
+@pytest.fixture(scope="module")
+def dry_run(env):
+    """Dry run of the DEFAULT config in the repository root; must not write results/ or logs/."""
+
+    def run(*args: str) -> tuple[dict[str, int], list[Job], str]:
+        before = files_under(REPO / "results", REPO / "logs")
+        proc = snakemake("--snakefile", "Snakefile", "-n", *args, cwd=REPO, env=env)
+        check_ok(proc)
+        assert files_under(REPO / "results", REPO / "logs") == before, "a dry run wrote files"
+        stats, jobs = job_stats(proc.stdout), planned_jobs(proc.stdout)
+        assert stats, f"no job stats in:\n{proc.stdout[-5000:]}"
+        assert stats["total"] == len(jobs), "job stats and planned jobs disagree"
+        return stats, jobs, proc.stdout
+
+    return run
+
+
+def kappa_jobs_per_model(jobs: list[Job]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for job in jobs:
+        if job.rule == "kappa":
+            out.setdefault(job.wildcards["model"], set()).add(job.wildcards["material"])
+    return out
+
+
+# ------------------------------------------------------------------ lint, dry runs
+
+
+def test_lint(env):
+    proc = snakemake("--lint", cwd=REPO, env=env)
+    check_ok(proc)
+
+
+def test_dry_run_default_config(dry_run):
+    stats, jobs, _ = dry_run()
+    n_jobs = N_MATERIALS * len(MODELS)
+    for rule in PER_MATERIAL_RULES:
+        assert stats[rule] == n_jobs, f"{rule}: {stats}"
+    for rule in ("gather", "metrics"):
+        assert stats[rule] == len(MODELS)
+    assert stats["summary"] == 1
+    assert stats["all"] == 1
+    assert "kappa_vs_temperature" not in stats  # one temperature: no κ(T) plot
+    per_model = kappa_jobs_per_model(jobs)
+    assert sorted(per_model) == sorted(MODELS)
+    assert all(len(m) == N_MATERIALS for m in per_model.values())
+
+
+def test_dry_run_subset_of_materials(dry_run):
+    stats, jobs, _ = dry_run("--config", "materials=[mp-22862,wz]")
+    per_model = kappa_jobs_per_model(jobs)
+    assert sorted(per_model) == sorted(MODELS)
+    for materials in per_model.values():
+        assert len(materials) == 34  # mp-22862 (rock salt) + the 33 wurtzites
+        assert "mp-22862" in materials
+    assert stats["kappa"] == 34 * len(MODELS)
+    for rule in PER_MATERIAL_RULES:
+        assert stats[rule] == stats["kappa"]
+
+
+def _one_kappa_job_per_material(stats, jobs):
+    assert stats["kappa"] == N_MATERIALS * len(MODELS)
+    per_model = kappa_jobs_per_model(jobs)
+    assert all(len(m) == N_MATERIALS for m in per_model.values())
+    assert stats["kappa_vs_temperature"] == len(MODELS)
+
+
+def test_dry_run_two_temperatures_from_a_configfile(dry_run, tmp_path):
+    (tmp_path / "temps.yaml").write_text("temperatures: [300, 600]\n")
+    stats, jobs, _ = dry_run("--configfile", tmp_path / "temps.yaml")
+    _one_kappa_job_per_material(stats, jobs)
+
+
+def test_dry_run_two_temperatures_from_the_command_line(env):
+    # `--config` parses nested values with YAML's BaseLoader: [300,600] -> ['300', '600']
+    proc = snakemake(
+        "--snakefile", "Snakefile", "-n", "--config", "temperatures=[300,600]", cwd=REPO, env=env
+    )
+    check_ok(proc)
+    _one_kappa_job_per_material(job_stats(proc.stdout), planned_jobs(proc.stdout))
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "expected"),
+    [
+        (["--config", "foo=1"], None, ["foo"]),
+        (["--config", "phono3py={backend: Fortran}"], None, ["backend", "Fortran"]),
+        ([], {"phono3py": {"backend": "Fortran"}}, ["backend", "Fortran"]),
+        ([], {"relax": {"optimzer": "FIRE"}}, ["optimzer"]),
+        ([], {"temperatures": [-5]}, ["temperatures", "-5"]),
+        ([], {"models": {"bad-model": {"family": "gpaw"}}}, ["family", "gpaw"]),
+    ],
+    ids=[
+        "unknown-key",
+        "bad-value",
+        "configfile-bad-value",
+        "configfile-typo",
+        "negative-T",
+        "bad-family",
+    ],
+)
+def test_bad_config_fails_at_start(env, tmp_path, args, config, expected):
+    if config is not None:
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+        args = [*args, "--configfile", str(tmp_path / "bad.yaml")]
+    before = files_under(REPO / "results", REPO / "logs")
+    proc = snakemake("--snakefile", "Snakefile", "-n", *args, cwd=REPO, env=env)
+    assert proc.returncode != 0, proc.stdout[-5000:]
+    assert "Job stats:" not in proc.stdout  # refused before planning any job
+    assert "ValidationError" in proc.stdout or "Error" in proc.stdout
+    for word in expected:
+        assert word in proc.stdout, f"{word!r} not named in:\n{proc.stdout[-5000:]}"
+    assert files_under(REPO / "results", REPO / "logs") == before
+
+
+# --------------------------------------------------------------- .test end to end
+
+
+@dataclass
+class Run:
+    workdir: Path
+    output: str
+    stats: dict[str, int]
+
+
+def run_dot_test(workdir: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    return snakemake(
+        "-s",
+        REPO / "Snakefile",
+        "--directory",
+        workdir,
+        "--cores",
+        "2",
+        *extra,
+        cwd=workdir,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def dot_test_run(tmp_path_factory, env) -> Run:
+    """The .test workflow run once for real, in a temporary directory."""
+    workdir = tmp_path_factory.mktemp("dot-test")
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, workdir / name)
+    proc = run_dot_test(workdir, env)
+    check_ok(proc)
+    return Run(workdir, proc.stdout, job_stats(proc.stdout))
+
+
+def test_dot_test_uses_the_default_profile(dot_test_run):
+    profile = REPO / "profiles" / "default"
+    assert f"Using workflow specific profile {profile}" in dot_test_run.output
+
+
+def test_dot_test_outputs(dot_test_run):
+    results = dot_test_run.workdir / "results"
+    for rel in ("metrics.csv", "metrics.md", "emt/kappa.json.gz", "plots/kappa-vs-T-emt.svg"):
+        assert (results / rel).is_file(), f"results/{rel} missing"
+    assert dot_test_run.stats["kappa"] == len(TEST_MATERIALS)
+    assert dot_test_run.stats["kappa_vs_temperature"] == 1
+
+
+def test_dot_test_logs_and_benchmarks(dot_test_run):
+    expected = [
+        p.format(m=m) for pair in PER_MATERIAL_LOGS.values() for p in pair for m in TEST_MATERIALS
+    ]
+    expected += [p for pair in AGGREGATION_LOGS.values() for p in pair]
+    missing = [p for p in expected if not (dot_test_run.workdir / p).is_file()]
+    assert not missing, f"missing logs/benchmarks: {missing}"
+    ran = set(dot_test_run.stats) - {"all", "total"}
+    assert ran == set(PER_MATERIAL_LOGS) | set(AGGREGATION_LOGS), "a rule ran without a log check"
+    for rule in ran:
+        for m in TEST_MATERIALS if rule in PER_MATERIAL_LOGS else [""]:
+            rel = (PER_MATERIAL_LOGS.get(rule) or AGGREGATION_LOGS[rule])[1].format(m=m)
+            header = (dot_test_run.workdir / rel).read_text().splitlines()[0]
+            assert header.startswith("s\t"), f"{rel} is not a snakemake benchmark TSV"
+
+
+def test_dot_test_kappa_at_both_temperatures_from_one_job(dot_test_run):
+    results = dot_test_run.workdir / "results" / "emt"
+    table = io.read_kappa_table(results / "kappa.json.gz")
+    assert sorted(table.index) == sorted(TEST_MATERIALS)
+    for material in TEST_MATERIALS:
+        record = io.read_json(results / material / "kappa.json")
+        assert record["status"] == io.STATUS_OK
+        assert record["temperatures"] == TEST_TEMPERATURES
+        kappa = record["kappa_TOT_ave"]
+        assert len(kappa) == len(TEST_TEMPERATURES)
+        assert all(math.isfinite(k) and k > 0 for k in kappa), f"{material}: {kappa}"
+        assert list(table.loc[material, "temperatures"]) == TEST_TEMPERATURES
+        assert list(table.loc[material, "kappa_TOT_ave"]) == pytest.approx(kappa, rel=1e-9)
+
+
+def test_dot_test_score_cli_on_own_output(dot_test_run, tmp_path):
+    table = dot_test_run.workdir / "results" / "emt" / "kappa.json.gz"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kappaflow.cli",
+            "score",
+            "--predictions",
+            str(table),
+            "--reference",
+            str(table),
+            "--out",
+            "m.csv",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()[-4:]
+    values = dict(line.split("=", 1) for line in lines)
+    assert list(values) == ["n_materials", "mean_SRME", "mean_SRE", "n_failed"]
+    assert int(values["n_materials"]) == len(TEST_MATERIALS)
+    assert float(values["mean_SRME"]) == 0
+    assert float(values["mean_SRE"]) == 0
+    assert int(values["n_failed"]) == 0
+
+
+def test_dot_test_rerun_has_nothing_to_do(dot_test_run, env):
+    workdir = dot_test_run.workdir
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    assert "Nothing to be done" in dry.stdout
+    assert job_stats(dry.stdout) == {}
+    before = {p: p.stat().st_mtime_ns for p in files_under(workdir / "results") if p.is_file()}
+    proc = run_dot_test(workdir, env)
+    check_ok(proc)
+    assert "Nothing to be done" in proc.stdout
+    after = {p: p.stat().st_mtime_ns for p in files_under(workdir / "results") if p.is_file()}
+    assert after == before
+
+
+def test_dot_test_deleted_kappa_reruns_only_that_material(dot_test_run, env, tmp_path):
+    workdir = tmp_path / "copy"
+    shutil.copytree(dot_test_run.workdir, workdir, symlinks=True)  # keeps mtimes
+    target = workdir / "results" / "emt" / "Cu-fcc" / "kappa.hdf5"
+    target.unlink()
+    untouched = {
+        p: p.stat().st_mtime_ns for p in (workdir / "results" / "emt" / "Ag-fcc").iterdir()
+    }
+
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    expected = {
+        "kappa": 1,
+        **{rule: 1 for rule in AGGREGATION_RULES},
+        "total": 1 + len(AGGREGATION_RULES),
+    }
+    assert job_stats(dry.stdout) == expected
+    kappa = [job for job in planned_jobs(dry.stdout) if job.rule == "kappa"]
+    assert [job.wildcards for job in kappa] == [{"model": "emt", "material": "Cu-fcc"}]
+
+    proc = run_dot_test(workdir, env)
+    check_ok(proc)
+    assert job_stats(proc.stdout) == expected
+    assert target.is_file()
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+
+
+def test_dot_test_threads_and_report(dot_test_run, env):
+    """κ jobs ran with OMP/Rayon threads equal to the job's threads; the report builds."""
+    for material in TEST_MATERIALS:
+        record = json.loads(
+            (dot_test_run.workdir / "results" / "emt" / material / "kappa.json").read_text()
+        )
+        threads = record["provenance"]["threads"]
+        assert threads["OMP_NUM_THREADS"] == threads["RAYON_NUM_THREADS"] == "2"  # --cores 2
+        assert record["provenance"]["backend"] == "C"
+        assert "Cu" in material or record["material"]["defaults_used"] == ["symm.no"]
+    proc = run_dot_test(dot_test_run.workdir, env, "--report", "report.html")
+    check_ok(proc)
+    html = (dot_test_run.workdir / "report.html").read_text(errors="replace")
+    assert "kappa-vs-T-emt.svg" in html and "metrics.csv" in html
