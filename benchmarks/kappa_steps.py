@@ -89,6 +89,8 @@ def main() -> None:
             f"peak RSS {r['peak_rss_mb']:.0f} MB",
             flush=True,
         )
+    if not (out / "kappa.json").exists():
+        return
     record = json.loads((out / "kappa.json").read_text())
     print(
         f"kappa_TOT_ave_300K={record['kappa_TOT_ave'][0]!r} status={record['status']} "

@@ -10,6 +10,7 @@ from ase.io import write
 
 from kappaflow import io, steps
 from kappaflow.calculators import LoadedModel, model_spec
+from kappaflow.cli import MATERIAL_FILES
 from kappaflow.metrics import score_table
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
 
@@ -26,11 +27,8 @@ class NaNForces(Calculator):
         }
 
 
-def _files(d):
-    return {k: d / v for k, v in __import__("kappaflow.cli").cli.MATERIAL_FILES.items()}
-
-
-def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
+def _relaxed_cu(tmp_path):
+    """EMT Cu written as a user structure and relaxed; returns (output paths, model spec)."""
     cu = bulk("Cu", "fcc", a=3.59)
     cu.info = {
         "material_id": "Cu",
@@ -39,9 +37,14 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
         "q_mesh": [3, 3, 3],
     }
     write(tmp_path / "s.extxyz", cu, format="extxyz")
-    f = _files(tmp_path / "Cu")
+    f = {k: tmp_path / "Cu" / v for k, v in MATERIAL_FILES.items()}
     spec = model_spec("emt")
     steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    return f, spec
+
+
+def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
+    f, spec = _relaxed_cu(tmp_path)
     bad = LoadedModel(
         NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
     )
@@ -83,16 +86,7 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
 
 
 def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
-    cu = bulk("Cu", "fcc", a=3.59)
-    cu.info = {
-        "material_id": "Cu",
-        "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
-        "q_mesh": [3, 3, 3],
-    }
-    write(tmp_path / "s.extxyz", cu, format="extxyz")
-    f = _files(tmp_path / "Cu")
-    spec = model_spec("emt")
+    f, spec = _relaxed_cu(tmp_path)
     ps = Phono3pySettings()
     steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
     assert (
