@@ -71,6 +71,37 @@ def test_chgnet_nacl_full_protocol_matches_published(tmp_path, reference_dir, pu
     assert row["mode_kappa_TOT_ave"].shape == (1, 220, 6)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("mp_id", ["mp-804", "mp-2534"])  # GaN-wz (1254 fc3 supercells), GaAs-zb
+def test_chgnet_more_materials_match_published(tmp_path, reference_dir, published_dir, mp_id):
+    """Full protocol beyond NaCl (about 10 min for GaN here): GaN within 1 %, GaAs (κ≈0.025,
+    pathological for CHGNet) within 10 % of k_SRME's published CHGNet values."""
+    pytest.importorskip("chgnet")
+    stdout = _run(
+        [
+            sys.executable,
+            "-m",
+            "kappaflow.cli",
+            "kappa",
+            "--model",
+            "chgnet-0.3.0",
+            "--material",
+            mp_id,
+            "--out",
+            str(tmp_path / mp_id),
+            "--threads",
+            "2",
+            "--reference-dir",
+            str(reference_dir),
+        ],
+        timeout=7200,
+    )
+    value = float(stdout.strip().splitlines()[-1].split("=")[1])
+    published = pd.read_csv(published_dir / "kappa" / "CHGNet.csv").set_index("mp_id")
+    tolerance = 0.01 if mp_id == "mp-804" else 0.10
+    assert value == pytest.approx(published.loc[mp_id, "kappa_TOT_ave"], rel=tolerance)
+
+
 _SEVENNET = """
 import numpy as np
 from ase.io import read
