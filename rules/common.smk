@@ -59,9 +59,9 @@ MATERIALS_TABLE = pd.DataFrame([_table[m].as_dict() for m in MATERIALS])
 for _, _row in MATERIALS_TABLE.iterrows():
     validate(_row.drop("defaults_used").to_dict(), schema="../schemas/materials.schema.yaml")
 
-MODELS = list(config["models"])
+MODELS = list(dict.fromkeys(config["models"]))
 for _m in MODELS:
-    model_spec(_m, config["models"])  # fails at start on a bad model entry
+    model_spec(_m, config["model_definitions"])  # fails at start naming an unknown model
 TEMPS = [float(t) for t in config["temperatures"]]
 REFERENCE_IDS = set(kio.read_kappa_table(REFERENCE_KAPPA).index)
 # parity plots only where the reference has data (300 K); κ(T) curves otherwise
@@ -76,12 +76,12 @@ wildcard_constraints:
 
 
 def get_model(wildcards):
-    spec = model_spec(wildcards.model, config["models"])
+    spec = model_spec(wildcards.model, config["model_definitions"])
     return {"key": spec.key, "family": spec.family, "options": spec.options}
 
 
 def get_model_env(wildcards):
-    family = model_spec(wildcards.model, config["models"]).family
+    family = model_spec(wildcards.model, config["model_definitions"]).family
     return (
         f"../envs/{family}.yaml"
         if family in ("mace", "chgnet", "sevennet")

@@ -191,7 +191,8 @@ def test_dry_run_two_temperatures_from_the_command_line(env):
         ([], {"phono3py": {"backend": "Fortran"}}, ["backend", "Fortran"]),
         ([], {"relax": {"optimzer": "FIRE"}}, ["optimzer"]),
         ([], {"temperatures": [-5]}, ["temperatures", "-5"]),
-        ([], {"models": {"bad-model": {"family": "gpaw"}}}, ["family", "gpaw"]),
+        ([], {"model_definitions": {"bad-model": {"family": "gpaw"}}}, ["family", "gpaw"]),
+        (["--config", "models=[no-such-model]"], None, ["no-such-model"]),
     ],
     ids=[
         "unknown-key",
@@ -200,6 +201,7 @@ def test_dry_run_two_temperatures_from_the_command_line(env):
         "configfile-typo",
         "negative-T",
         "bad-family",
+        "unknown-model",
     ],
 )
 def test_bad_config_fails_at_start(env, tmp_path, args, config, expected):

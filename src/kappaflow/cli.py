@@ -59,7 +59,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
         structures = Path(structures_cfg)
     else:
         structures = io.reference_file(_reference(args, cfg), "structures")
-    spec = model_spec(args.model, cfg.get("models"))
+    spec = model_spec(args.model, cfg.get("model_definitions"))
     phono_cfg = dict(cfg.get("phono3py") or {})
     if args.mesh:
         phono_cfg["mesh"] = tuple(args.mesh)
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--config",
         help="a workflow config.yaml: its relax, phono3py, structure_defaults, "
-        "material_overrides, temperatures, models and structures apply",
+        "material_overrides, temperatures, model_definitions and structures apply",
     )
     k.add_argument(
         "--mesh", type=int, nargs=3, help="override the material's q-mesh (coarse tests)"
