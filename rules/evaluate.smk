@@ -55,6 +55,7 @@ rule metrics:
     params:
         materials=MATERIALS,
         temperature=300.0,
+        computed_temperatures=TEMPS,
     script:
         "../scripts/metrics.py"
 

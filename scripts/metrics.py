@@ -12,5 +12,6 @@ summary = steps.run_model_metrics(
     snakemake.output.metrics,
     snakemake.params.materials,
     snakemake.params.temperature,
+    snakemake.params.computed_temperatures,
 )
 io.write_json(snakemake.output.summary, summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -224,8 +225,27 @@ def test_kappa_rerun_recomputes_nothing(kappa_run):
     check_ok(proc)
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert after == before
-    assert "[kappaflow]" not in proc.stderr, proc.stderr  # no step announced itself
+    assert "up to date" in proc.stderr, proc.stderr
+    assert "relax " not in proc.stderr and "Wigner" not in proc.stderr  # no step ran
     assert kappa_lines(proc.stdout) == kappa_lines(first.stdout)
+
+
+def test_kappa_rerun_with_other_temperatures_redoes_only_kappa(kappa_run, tmp_path):
+    out, args, first = kappa_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = {p.name: p.stat().st_mtime_ns for p in copy.iterdir()}
+    new_args = [copy if a == out else a for a in args]
+    i = new_args.index("--temperatures")
+    new_args[i + 1 : i + 1 + len(TEMPERATURES)] = ["300", "900"]
+    proc = kappaflow(*new_args, cwd=copy.parent)
+    check_ok(proc)
+    after = {p.name: p.stat().st_mtime_ns for p in copy.iterdir()}
+    changed = sorted(n for n in before if after[n] != before[n])
+    assert changed == ["kappa.hdf5", "kappa.json"]
+    values = kappa_lines(proc.stdout)
+    assert list(values) == [300.0, 900.0]
+    assert values[300.0] == kappa_lines(first.stdout)[300.0]
 
 
 def test_phono3py_reads_the_outputs(kappa_run):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kappaflow import io
-from kappaflow.conductivity import kappa_ave, split_coherence
+from kappaflow.conductivity import kappa_ave, split_coherence, split_mode_kappa
 from kappaflow.settings import Phono3pySettings
 
 
@@ -29,6 +29,26 @@ def test_split_coherence_two_bands_unequal_heat_capacity():
     assert out[0, :, 0].sum() == pytest.approx(2 * k)
     # own-heat-capacity weighting would give the opposite split: this test tells them apart
     assert out[0, 0, 0] != pytest.approx(0.5 * k)
+
+
+def test_degenerate_pairs_are_populations_3x_convention():
+    # three bands: 0 and 1 degenerate (5.0 THz), 2 at 7.0 THz; C = (1, 1, 3)
+    f = np.array([[5.0, 5.0 + 5e-5, 7.0]])
+    cv = np.array([[[1.0, 1.0, 3.0]]])
+    m = np.zeros((1, 1, 3, 3, 6))
+    m[0, 0, 0, 0, 0], m[0, 0, 1, 1, 0], m[0, 0, 2, 2, 0] = 10.0, 20.0, 30.0  # diagonal
+    m[0, 0, 0, 1, 0] = m[0, 0, 1, 0, 0] = 4.0  # degenerate pair -> populations
+    m[0, 0, 1, 2, 0] = m[0, 0, 2, 1, 0] = 2.0  # non-degenerate pair -> coherences
+    mode_p, mode_c = split_mode_kappa(m, f, cv)
+    np.testing.assert_allclose(mode_p[0, 0, :, 0], [10 + 4, 20 + 4, 30])
+    # pair (1, 2): band 1 gets 2·2·C_2/(C_1+C_2) = 3, band 2 gets 2·2·C_1/(C_1+C_2) = 1
+    np.testing.assert_allclose(mode_c[0, 0, :, 0], [0, 3.0, 1.0])
+    # totals: P + C per mode sums to the whole matrix
+    assert (mode_p + mode_c)[..., 0].sum() == pytest.approx(m[..., 0].sum())
+    # without the degeneracy tolerance the same per-mode total, different P/C split
+    p0, c0 = split_mode_kappa(m, f, cv, degeneracy_tol=0.0)
+    np.testing.assert_allclose(p0 + c0, mode_p + mode_c)
+    assert p0[0, 0, 0, 0] == 10.0 and c0[0, 0, 0, 0] == pytest.approx(4.0)
 
 
 def test_split_coherence_zero_heat_capacity_gives_zero_not_nan():
@@ -94,7 +114,10 @@ def test_sum_of_mode_kappa_equals_kappa(cu_result):
     np.testing.assert_allclose(
         result.mode_kappa_TOT_ave.sum(axis=(1, 2)) / n, result.kappa_TOT_ave, rtol=1e-10
     )
-    np.testing.assert_allclose(result.kappa_P_RTA + result.kappa_C, result.kappa_TOT_RTA)
+    # κ_P + κ_C = κ_TOT with κ_P, κ_C summed independently from the pair matrix
+    np.testing.assert_allclose(
+        result.kappa_P_RTA + result.kappa_C, result.kappa_TOT_RTA, rtol=1e-10
+    )
     # a monatomic crystal has a small coherence term compared with populations
     assert np.all(np.abs(kappa_ave(result.kappa_C)) < 0.05 * kappa_ave(result.kappa_P_RTA))
 

@@ -147,3 +147,13 @@ def test_nac_against_nonac_is_small_but_nonzero(reference_dir):
     assert 0 < s["mean_SRE"] < 0.16
     assert s["mean_SRME"] >= s["mean_SRE"]
     assert s["n_failed"] == 0
+
+
+def test_missing_mode_data_makes_mean_srme_nan_not_a_smaller_average():
+    pred = _table([_row("A", 2.0, None, [2]), _row("B", 1.0, [[1, 1]], [2])])
+    ref = _table([_row("A", 2.0, [[2, 2]], [2]), _row("B", 3.0, [[2, 4]], [2])])
+    df = score_table(pred, ref)
+    assert not df.loc["A", "failed"] and np.isnan(df.loc["A", "SRME"])
+    s = summarize(df)
+    assert np.isnan(s["mean_SRME"]) and s["n_srme_missing"] == 1
+    assert s["mean_SRE"] == pytest.approx(0.5)  # SRE is defined for both

@@ -116,3 +116,64 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
     )
     assert record["status"] == record["failure"] == "nonfinite_forces"
     assert any("non-finite" in e for e in record["errors"])
+
+
+def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
+    """k_SRME: any exception scores 2; here the relax itself fails (NaN forces in FIRE)."""
+    cu = bulk("Cu", "fcc", a=3.59)
+    cu.info = {
+        "material_id": "Cu",
+        "fc2_supercell": [2, 2, 2],
+        "fc3_supercell": [2, 2, 2],
+        "q_mesh": [3, 3, 3],
+    }
+    write(tmp_path / "s.extxyz", cu, format="extxyz")
+    f = {k: tmp_path / "Cu" / v for k, v in MATERIAL_FILES.items()}
+    spec = model_spec("emt")
+    bad = LoadedModel(
+        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
+    )
+    rec = steps.run_relax(
+        tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(), f["relaxed"], loaded=bad
+    )
+    assert rec["status"] in ("relax_error", "nonfinite_forces")
+    assert rec["errors"] and "Traceback" in rec["error_traceback"]
+    atoms, _ = io.read_structure(f["relaxed"])
+    np.testing.assert_allclose(atoms.cell[:], cu.cell[:])  # the input structure is kept
+    ps = Phono3pySettings()
+    gate = steps.run_fc2(f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])
+    assert gate["status"] == rec["status"]
+    steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"])
+    record = steps.run_kappa(
+        f["relaxed"],
+        f["phonons"],
+        f["fc2"],
+        f["fc3"],
+        KappaSettings((300.0,), ps),
+        f["kappa"],
+        f["record"],
+        f["forces_fc3"],
+    )
+    assert record["status"] == rec["status"] and record["kappa_TOT_ave"] == [None]
+    assert record["errors"] == rec["errors"]
+    assert io.read_kappa_hdf5(f["kappa"])[1]["kappaflow_status"] == rec["status"]
+
+
+def test_model_metrics_skip_when_300k_not_computed(tmp_path, reference_dir):
+    ref = io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz").loc[["mp-22862"]]
+    pred = ref.copy()
+    pred["temperatures"] = [np.array([600.0])]
+    io.write_kappa_table(tmp_path / "pred.json.gz", pred)
+    ref_path = reference_dir / "kappas_phononDB_PBE_noNAC.json.gz"
+    s = steps.run_model_metrics(
+        tmp_path / "pred.json.gz", ref_path, tmp_path / "m.csv", ["mp-22862"], 300.0, [600.0]
+    )
+    assert s["n_materials"] == 0 and s["n_skipped"] == 1
+    note = pd.read_csv(tmp_path / "m.csv").set_index("mp_id").loc["mp-22862", "note"]
+    assert note.startswith("300 K not among the computed temperatures")
+    # with 300 K computed, the same row is scored (here: the reference against itself)
+    io.write_kappa_table(tmp_path / "self.json.gz", ref)
+    s = steps.run_model_metrics(
+        tmp_path / "self.json.gz", ref_path, tmp_path / "m2.csv", ["mp-22862"], 300.0, [300.0]
+    )
+    assert s["n_materials"] == 1 and s["mean_SRME"] == 0.0 and s["n_skipped"] == 0

@@ -79,11 +79,14 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             loaded = load_calculator(spec, args.device, args.model_dir)
         return loaded
 
-    def done(*keys: str) -> bool:
-        return not args.force and all(files[k].exists() for k in keys)
-
-    if not done("relaxed"):
-        print(f"[kappaflow] relax {args.material} with {spec.key}", file=sys.stderr)
+    _, material = steps.load_material(structures, args.material, defaults, overrides)
+    first = (
+        "relax"
+        if args.force
+        else steps.first_outdated_step(files, spec.key, material, relax, kappa_settings)
+    )
+    todo = steps.STEP_ORDER[steps.STEP_ORDER.index(first) :] if first else ()
+    if "relax" in todo:
         steps.run_relax(
             structures,
             args.material,
@@ -94,8 +97,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             overrides=overrides,
             loaded=model(),
         )
-    if not done("fc2", "forces_fc2", "disp", "phonons"):
-        print("[kappaflow] fc2 forces", file=sys.stderr)
+    if "fc2" in todo:
         steps.run_fc2(
             files["relaxed"],
             spec,
@@ -106,8 +108,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             files["phonons"],
             loaded=model(),
         )
-    if not done("fc3", "forces_fc3"):
-        print("[kappaflow] fc3 forces", file=sys.stderr)
+    if "fc3" in todo:
         steps.run_fc3(
             files["relaxed"],
             files["phonons"],
@@ -117,8 +118,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             files["forces_fc3"],
             loaded=model(),
         )
-    if not done("kappa", "record"):
-        print("[kappaflow] Wigner RTA conductivity", file=sys.stderr)
+    if "kappa" in todo:
         steps.run_kappa(
             files["relaxed"],
             files["phonons"],
@@ -128,6 +128,11 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             files["kappa"],
             files["record"],
             files["forces_fc3"],
+        )
+    if not todo:
+        print(
+            f"[kappaflow] {out} is up to date; nothing recomputed (--force redoes it)",
+            file=sys.stderr,
         )
     record = io.read_json(files["record"])
     if record["status"] != io.STATUS_OK:
@@ -269,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "kappa":  # before numpy/OpenBLAS, phono3py and torch are loaded
+        from kappaflow.runtime import configure_threads
+
+        configure_threads(args.threads)
     from kappaflow.calculators import ModelError
     from kappaflow.metrics import InvalidReferenceError
     from kappaflow.reference import ChecksumError, ReferenceNotFoundError

@@ -4,6 +4,10 @@ phono3py 4.x: ``transport_type="SMM19"``; the calculator exposes the band-pair m
 κ matrix ``mode_kappa_matrix`` (sigma, T, q, s, s', 6) whose diagonal is the
 intra-branch (population, κ_P) part and whose off-diagonal is the coherence (κ_C)
 part, plus ``mode_heat_capacities`` (T, q, s) in eV/K.
+
+κ_P and κ_C are reported in the phono3py 3.x convention of the DFT reference (degenerate
+band pairs are populations), not phono3py 4's intra/inter split, which is kept in the
+kappa HDF5 as ``kappa_intra``/``kappa_inter``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,43 @@ def split_coherence(pair_kappa: np.ndarray, heat_capacity: np.ndarray) -> np.nda
     terms = pair * weight[..., None]
     terms[~np.isfinite(terms)] = 0.0
     return terms.sum(axis=-3)
+
+
+#: phono3py 3.x Wigner: band pairs closer than this (THz) count as degenerate (populations)
+DEGENERACY_TOL_THZ = 1e-4
+
+
+def split_mode_kappa(
+    matrix: np.ndarray,
+    frequencies: np.ndarray,
+    heat_capacity: np.ndarray,
+    degeneracy_tol: float = DEGENERACY_TOL_THZ,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mode κ_P and κ_C from the band-pair matrix, phono3py 3.x / k_SRME convention.
+
+    Pairs (s, s') with |ν_s − ν_s'| < ``degeneracy_tol`` (the diagonal and degenerate
+    pairs) are populations: mode s gets ½(M_ss' + M_s's) of each. The other pairs are
+    coherences, split by :func:`split_coherence` (partner heat capacity). Per-mode κ_TOT
+    is the same for any degeneracy tolerance when M is symmetric, as in phono3py 4.10.
+
+    Parameters
+    ----------
+    matrix : (T, q, s, s', 6) band-pair mode κ (phono3py 4 ``mode_kappa_matrix``, one sigma)
+    frequencies : (q, s) THz
+    heat_capacity : (T, q, s)
+
+    Returns
+    -------
+    mode_p, mode_c : (T, q, s, 6) each
+    """
+    m = np.asarray(matrix, dtype=float)
+    f = np.asarray(frequencies, dtype=float)
+    deg = np.abs(f[:, :, None] - f[:, None, :]) < degeneracy_tol  # (q, s, s')
+    deg |= np.eye(f.shape[-1], dtype=bool)[None]  # the diagonal is always populations
+    sym = 0.5 * (m + np.swapaxes(m, -3, -2))
+    mode_p = (sym * deg[None, :, :, :, None]).sum(axis=-2)
+    mode_c = split_coherence(m * (~deg)[None, :, :, :, None], heat_capacity)
+    return mode_p, mode_c
 
 
 @dataclass
@@ -114,13 +155,12 @@ def compute_kappa(
     )
     tc = ph3.thermal_conductivity
     matrix = np.asarray(tc.mode_kappa_matrix)[0]  # (T, q, s, s', 6)
-    n_band = matrix.shape[-2]
-    idx = np.arange(n_band)
-    mode_p = matrix[:, :, idx, idx, :]  # diagonal: intra-branch (populations)
     cv = np.asarray(tc.mode_heat_capacities)
-    mode_c = split_coherence(matrix, cv)
+    freqs = np.asarray(tc.frequencies)
+    mode_p, mode_c = split_mode_kappa(matrix, freqs, cv)
+    n_mesh = float(np.prod(tc.mesh_numbers))
     kappa_tot = np.asarray(tc.kappa)[0]
-    kappa_p = np.asarray(tc.kappa_intra)[0]
+    kappa_p = mode_p.sum(axis=(1, 2)) / n_mesh
     gamma_iso = tc.gamma_isotope
     return KappaResult(
         temperatures=np.asarray(tc.temperatures, dtype=float),
@@ -131,12 +171,12 @@ def compute_kappa(
         heat_capacity=cv,
         kappa_TOT_RTA=kappa_tot,
         kappa_P_RTA=kappa_p,
-        kappa_C=kappa_tot - kappa_p,
+        kappa_C=mode_c.sum(axis=(1, 2)) / n_mesh,
         mode_kappa_P_RTA=mode_p,
         mode_kappa_C=mode_c,
         gamma=np.asarray(tc.gamma)[0],
         gamma_isotope=None if gamma_iso is None else np.asarray(gamma_iso)[0],
         group_velocities=np.asarray(tc.group_velocities),
         grid_points=np.asarray(tc.grid_points),
-        extra={"mode_kappa_matrix": matrix},
+        extra={"mode_kappa_matrix": matrix, "kappa_intra": np.asarray(tc.kappa_intra)[0]},
     )

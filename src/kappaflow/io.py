@@ -9,6 +9,7 @@ phono3py's tools can read the results folders.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -274,16 +275,17 @@ def write_structure(
     atoms.constraints = []
     atoms.info = {}
     if info:
-        atoms.info["kappaflow"] = json.dumps(
-            _clean_nan(json.loads(json.dumps(info, default=_default)))
-        )
+        # base64: extxyz info strings cannot carry arbitrary quotes/newlines (tracebacks)
+        text = json.dumps(_clean_nan(json.loads(json.dumps(info, default=_default))))
+        atoms.info["kappaflow_record_b64"] = base64.b64encode(text.encode()).decode()
     with atomic_path(path) as tmp:
         write(tmp, atoms, format="extxyz")
 
 
 def read_structure(path: str | os.PathLike) -> tuple[Atoms, dict[str, Any]]:
     atoms = read(path, format="extxyz")
-    info = json.loads(atoms.info.pop("kappaflow", "{}"))
+    encoded = atoms.info.pop("kappaflow_record_b64", None)
+    info = json.loads(base64.b64decode(encoded).decode()) if encoded else {}
     atoms.info = {}
     return atoms, info
 

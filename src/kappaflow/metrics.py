@@ -191,7 +191,12 @@ def score_table(
 
 
 def summarize(per_material: pd.DataFrame) -> dict[str, Any]:
-    """Means over all selected materials (failures = 2) and over successes only."""
+    """Means over all selected materials (failures = 2) and over successes only.
+
+    A material whose SRME could not be computed (no mode data, different q-mesh) makes
+    mean_SRME NaN rather than silently averaging over fewer materials; it is counted in
+    ``n_srme_missing``.
+    """
     df = per_material
     ok = df[~df["failed"].astype(bool)]
     ratio = df["kappa_TOT_ave"] / df["DFT_kappa_TOT_ave"]
@@ -199,10 +204,11 @@ def summarize(per_material: pd.DataFrame) -> dict[str, Any]:
     return {
         "n_materials": len(df),
         "n_failed": int(df["failed"].astype(bool).sum()),
-        "mean_SRME": float(df["SRME"].mean()) if len(df) else np.nan,
+        "mean_SRME": float(df["SRME"].mean(skipna=False)) if len(df) else np.nan,
         "mean_SRE": float(df["SRE"].mean()) if len(df) else np.nan,
         "mean_SRD": float(df["SRD"].mean()) if len(df) else np.nan,
-        "mean_SRME_success": float(ok["SRME"].mean()) if len(ok) else np.nan,
+        "mean_SRME_success": float(ok["SRME"].mean(skipna=False)) if len(ok) else np.nan,
+        "n_srme_missing": int(df["SRME"].isna().sum()),
         "mean_SRE_success": float(ok["SRE"].mean()) if len(ok) else np.nan,
         "frac_within_factor_2": float(within2.mean()) if len(df) else np.nan,
         "n_underestimated": int((ratio < 1).sum()),

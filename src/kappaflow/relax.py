@@ -55,9 +55,16 @@ def _max_abs(x: np.ndarray) -> float:
     return float(np.max(np.abs(x))) if x.size else 0.0
 
 
+class RelaxError(RuntimeError):
+    """The relaxation left the structure non-finite (a model returning NaN, say)."""
+
+
 def _run_stage(filt: FrechetCellFilter, settings: RelaxSettings) -> int:
     opt = _OPTIMIZERS[settings.optimizer](filt, logfile=None)
     opt.run(fmax=settings.fmax, steps=settings.max_steps)
+    atoms = filt.atoms
+    if not (np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell[:]))):
+        raise RelaxError("relaxation produced non-finite positions or cell")
     return int(opt.get_number_of_steps())
 
 
@@ -73,7 +80,7 @@ def relax_structure(
     mask = [1, 1, 1, 1, 1, 1] if settings.allow_tilt else [1, 1, 1, 0, 0, 0]
 
     if settings.enforce_symmetry:
-        atoms.set_constraint(FixSymmetry(atoms, symprec=settings.symprec))
+        atoms.set_constraint(FixSymmetry(atoms, symprec=settings.fix_symmetry_symprec))
     filt = FrechetCellFilter(atoms, mask=mask)
     steps = [_run_stage(filt, settings)]
     stage1_spg = spacegroup_number(atoms, settings.symprec)

@@ -46,12 +46,15 @@ class RelaxSettings:
     optimizer: str = "FIRE"
     two_stage: bool = True
     symprec: float = 1e-5
+    #: symprec of ASE's FixSymmetry in stage 1; k_SRME calls FixSymmetry(atoms), i.e. 0.01
+    fix_symmetry_symprec: float = 0.01
     enforce_symmetry: bool = True
     allow_tilt: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("relax.fmax", self.fmax)
         _check_positive("relax.symprec", self.symprec)
+        _check_positive("relax.fix_symmetry_symprec", self.fix_symmetry_symprec)
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise SettingsError(f"relax.max_steps must be an integer >= 1, got {self.max_steps!r}")
         if self.optimizer not in ("FIRE", "BFGS", "LBFGS"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,17 @@ def load_material(
 # ----------------------------------------------------------------------------- relax
 
 
+def failure_status(exc: BaseException, step: str) -> str:
+    """Status recorded for an exception in a step's physics (k_SRME: any exception -> 2)."""
+    from kappaflow.phonons import NonFiniteForcesError
+
+    return "nonfinite_forces" if isinstance(exc, NonFiniteForcesError) else f"{step}_error"
+
+
+def _error_fields(exc: BaseException) -> dict[str, Any]:
+    return {"errors": [f"{type(exc).__name__}: {exc}"], "error_traceback": traceback.format_exc()}
+
+
 def run_relax(
     structures: str | Path,
     material_id: str,
@@ -72,27 +84,48 @@ def run_relax(
     overrides: dict[str, dict[str, Any]] | None = None,
     loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
-    """Relax one material; writes relaxed.extxyz with the relax record in its info."""
+    """Relax one material; writes relaxed.extxyz with the relax record in its info.
+
+    An exception during the relaxation is recorded (status ``relax_error``, the input
+    structure written) and passed on to the later steps as a failure of the material.
+    """
     from kappaflow.relax import relax_structure
+    from kappaflow.structures import spacegroup_number
 
     atoms, material = load_material(structures, material_id, defaults, overrides)
     loaded = loaded or load_calculator(model, device, model_dir)
     log(f"relax {material_id} ({material.desc}) with {model.key} on {loaded.info['device']}")
     t0 = time.perf_counter()
-    result = relax_structure(atoms, loaded.calculator, settings)
-    log(
-        f"relaxed in {result.steps} steps, space group {result.initial_space_group_number} -> "
-        f"{result.relaxed_space_group_number}, max force {result.max_force:.2e} eV/Å"
-    )
-    record = {
+    record: dict[str, Any] = {
         "material": material.as_dict(),
-        "relax": result.record(),
         "relax_settings": settings.as_dict(),
         "model": loaded.info,
-        "timing_s": {"relax": time.perf_counter() - t0},
-        "provenance": provenance(),
+        "status": io.STATUS_OK,
     }
-    io.write_structure(out_relaxed, result.atoms, record)
+    try:
+        result = relax_structure(atoms, loaded.calculator, settings)
+    except Exception as exc:  # recorded as data, as k_SRME's RelaxError
+        spg = spacegroup_number(atoms, settings.symprec)
+        record.update(status=failure_status(exc, "relax"), **_error_fields(exc))
+        record["relax"] = {
+            "initial_space_group_number": spg,
+            "relaxed_space_group_number": None,
+            "broken_symmetry": False,
+            "reached_max_steps": False,
+            "steps": [],
+        }
+        log(f"relax failed: {record['errors'][0]}")
+        out_atoms = atoms
+    else:
+        log(
+            f"relaxed in {result.steps} steps, space group {result.initial_space_group_number} -> "
+            f"{result.relaxed_space_group_number}, max force {result.max_force:.2e} eV/Å"
+        )
+        record["relax"] = result.record()
+        out_atoms = result.atoms
+    record["timing_s"] = {"relax": time.perf_counter() - t0}
+    record["provenance"] = provenance()
+    io.write_structure(out_relaxed, out_atoms, record)
     return record
 
 
@@ -118,58 +151,70 @@ def run_fc2(
     model_dir: str | Path = "resources/models",
     loaded: LoadedModel | None = None,
 ) -> dict[str, Any]:
-    """fc2 forces -> fc2.hdf5, harmonic frequencies on the mesh, and the κ gate."""
+    """fc2 forces -> fc2.hdf5, harmonic frequencies on the mesh, and the κ gate.
+
+    A failed relaxation, or an exception here, gives status-only placeholders and a
+    phonons.json whose status the fc3 and κ steps pass on.
+    """
     from kappaflow import phonons
 
     atoms, record = io.read_structure(relaxed)
     material = _material(record)
     ph3 = phonons.init_phono3py(atoms, material, settings)
     io.write_phono3py_yaml(out_disp, ph3)
-    loaded = loaded or load_calculator(model, device, model_dir)
+    out: dict[str, Any] = {
+        "broken_symmetry": record["relax"]["broken_symmetry"],
+        "imaginary_freqs": False,
+        "displacements": phonons.displacement_counts(ph3),
+        "settings": settings.as_dict(),
+        "model": record["model"],
+        "errors": list(record.get("errors", [])),
+    }
     t0 = time.perf_counter()
-    log(
-        f"fc2: {len(ph3.phonon_supercells_with_displacements)} supercells of {len(ph3.phonon_supercell)} atoms"
-    )
-    try:
-        forces = phonons.compute_forces(ph3.phonon_supercells_with_displacements, loaded.calculator)
-    except phonons.NonFiniteForcesError as exc:
-        status = "nonfinite_forces"
-        io.write_forces(out_forces, None, status=status, model=model.key)
-        io.write_fc(out_fc2, 2, None, None, status=status)
-        out = {
-            "status": status,
-            "imaginary_freqs": False,
-            "broken_symmetry": record["relax"]["broken_symmetry"],
-            "errors": [str(exc)],
-            "displacements": phonons.displacement_counts(ph3),
-            "settings": settings.as_dict(),
-            "model": loaded.info,
-            "timing_s": {"fc2_forces": time.perf_counter() - t0},
-            "provenance": provenance(backend=settings.backend),
-        }
+    failure = None if record.get("status", io.STATUS_OK) == io.STATUS_OK else record["status"]
+    if failure is None:
+        loaded = loaded or load_calculator(model, device, model_dir)
+        out["model"] = loaded.info
+        n_sc = len(ph3.phonon_supercells_with_displacements)
+        log(f"fc2: {n_sc} supercells of {len(ph3.phonon_supercell)} atoms")
+        try:
+            forces = phonons.compute_forces(
+                ph3.phonon_supercells_with_displacements, loaded.calculator
+            )
+            t_forces = time.perf_counter() - t0
+            fc2 = phonons.fc2_from_forces(ph3, forces)
+            freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
+        except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
+            failure = failure_status(exc, "fc2")
+            fields = _error_fields(exc)
+            out["errors"] += fields["errors"]
+            out["error_traceback"] = fields["error_traceback"]
+    if failure is not None:
+        log(f"fc2: no force constants ({failure})")
+        io.write_forces(out_forces, None, status=failure, model=model.key)
+        io.write_fc(out_fc2, 2, None, None, status=failure)
+        out.update(
+            status=failure,
+            timing_s={"fc2_total": time.perf_counter() - t0},
+            provenance=provenance(backend=settings.backend),
+        )
         io.write_json(out_phonons, out)
         return out
-    t_forces = time.perf_counter() - t0
-    fc2 = phonons.fc2_from_forces(ph3, forces)
-    freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
     imaginary = phonons.has_imaginary_modes(freqs, settings.frequency_threshold)
     gate = phonons.conductivity_gate(
         imaginary, record["relax"]["broken_symmetry"], settings.conductivity_broken_symmetry
     )
     io.write_forces(out_forces, forces, model=model.key)
     io.write_fc(out_fc2, 2, fc2, ph3.phonon_primitive.p2s_map)
-    out = {
-        "status": gate.status,
-        "imaginary_freqs": gate.imaginary_freqs,
-        "broken_symmetry": gate.broken_symmetry,
-        "min_frequency_THz": float(np.nanmin(freqs)),
-        "gamma_frequencies_THz": freqs[0].tolist(),
-        "displacements": phonons.displacement_counts(ph3),
-        "settings": settings.as_dict(),
-        "model": loaded.info,
-        "timing_s": {"fc2_forces": t_forces, "fc2_total": time.perf_counter() - t0},
-        "provenance": provenance(backend=settings.backend),
-    }
+    out.update(
+        status=gate.status,
+        imaginary_freqs=gate.imaginary_freqs,
+        broken_symmetry=gate.broken_symmetry,
+        min_frequency_THz=float(np.nanmin(freqs)),
+        gamma_frequencies_THz=freqs[0].tolist(),
+        timing_s={"fc2_forces": t_forces, "fc2_total": time.perf_counter() - t0},
+        provenance=provenance(backend=settings.backend),
+    )
     io.write_json(out_phonons, out)
     log(f"fc2 done: gate {gate.status}, lowest frequency {out['min_frequency_THz']:.4f} THz")
     return out
@@ -206,13 +251,15 @@ def run_fc3(
     log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
     try:
         forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
-    except phonons.NonFiniteForcesError as exc:
-        status = "nonfinite_forces"
-        io.write_forces(out_forces, None, status=status, model=model.key, error=str(exc))
+        t_forces = time.perf_counter() - t0
+        fc3 = phonons.fc3_from_forces(ph3, forces)
+    except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
+        status = failure_status(exc, "fc3")
+        fields = _error_fields(exc)
+        log(f"fc3 failed: {fields['errors'][0]}")
+        io.write_forces(out_forces, None, status=status, model=model.key, error=fields["errors"][0])
         io.write_fc(out_fc3, 3, None, None, status=status)
-        return {"status": status, "errors": [str(exc)]}
-    t_forces = time.perf_counter() - t0
-    fc3 = phonons.fc3_from_forces(ph3, forces)
+        return {"status": status, **fields}
     io.write_forces(
         out_forces,
         forces,
@@ -247,8 +294,10 @@ def kappa_datasets(result: Any) -> dict[str, Any]:
         "gamma_isotope": result.gamma_isotope,
         "kappa": result.kappa_TOT_RTA,
         "mode_kappa": result.mode_kappa_TOT,
-        "kappa_intra": result.kappa_P_RTA,
-        "kappa_inter": result.kappa_C,
+        "kappa_intra": result.extra.get("kappa_intra"),
+        "kappa_inter": None
+        if result.extra.get("kappa_intra") is None
+        else result.kappa_TOT_RTA - result.extra["kappa_intra"],
         "kappa_TOT_RTA": result.kappa_TOT_RTA,
         "kappa_P_RTA": result.kappa_P_RTA,
         "kappa_C": result.kappa_C,
@@ -310,7 +359,29 @@ def run_kappa(
     fc3_status = io.fc_status(fc3_path)
     if gate["status"] == io.STATUS_OK and fc3_status != io.STATUS_OK:
         record["status"] = record["failure"] = fc3_status
-    if record["status"] != io.STATUS_OK:
+    result = None
+    if record["status"] == io.STATUS_OK:
+        from kappaflow import phonons
+        from kappaflow.conductivity import compute_kappa
+
+        fc2 = io.read_fc(fc2_path, 2)
+        fc3 = io.read_fc(fc3_path, 3)
+        ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
+        log(
+            f"Wigner RTA κ of {material.material_id} on mesh {[int(m) for m in ph3.mesh_numbers]} "
+            f"at {list(settings.temperatures)} K, backend {settings.phono3py.backend}"
+        )
+        t0 = time.perf_counter()
+        try:
+            result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
+        except Exception as exc:  # recorded as data (k_SRME ConductivityError)
+            fields = _error_fields(exc)
+            record["status"] = record["failure"] = "kappa_error"
+            record["errors"] += fields["errors"]
+            record["error_traceback"] = fields["error_traceback"]
+            log(f"κ failed: {fields['errors'][0]}")
+        record["timing_s"]["kappa"] = time.perf_counter() - t0
+    if result is None:
         record.update(kappa_TOT_ave=[None] * len(settings.temperatures))
         record["provenance"] = provenance(backend=settings.phono3py.backend)
         io.write_kappa_hdf5(
@@ -320,20 +391,6 @@ def run_kappa(
         )
         io.write_json(out_record, record)
         return record
-
-    from kappaflow import phonons
-    from kappaflow.conductivity import compute_kappa
-
-    fc2 = io.read_fc(fc2_path, 2)
-    fc3 = io.read_fc(fc3_path, 3)
-    ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
-    log(
-        f"Wigner RTA κ of {material.material_id} on mesh {[int(m) for m in ph3.mesh_numbers]} at "
-        f"{list(settings.temperatures)} K, backend {settings.phono3py.backend}"
-    )
-    t0 = time.perf_counter()
-    result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
-    record["timing_s"]["kappa"] = time.perf_counter() - t0
     record["kappa_TOT_ave"] = result.kappa_TOT_ave.tolist()
     record["kappa_TOT_RTA"] = result.kappa_TOT_RTA.tolist()
     record["kappa_P_RTA"] = result.kappa_P_RTA.tolist()
@@ -438,8 +495,14 @@ def run_model_metrics(
     out_csv: str | Path,
     materials: Sequence[str],
     temperature: float = 300.0,
+    computed_temperatures: Sequence[float] | None = None,
 ) -> dict[str, Any]:
-    """Workflow metrics of one model: materials without a DFT reference are skipped, with a note."""
+    """Workflow metrics of one model at ``temperature`` (the reference's 300 K).
+
+    Materials without a DFT reference are skipped with a note; if ``temperature`` was not
+    computed at all (e.g. ``temperatures: [600, 900]``), every material is skipped with a
+    note instead of being scored as failed.
+    """
     from kappaflow.metrics import score_table, summarize
 
     pred = io.read_kappa_table(table)
@@ -448,8 +511,11 @@ def run_model_metrics(
         if reference is not None
         else pd.DataFrame(columns=["kappa_TOT_ave"])
     )
-    scored = [m for m in materials if m in ref.index]
-    skipped = [m for m in materials if m not in ref.index]
+    computed = computed_temperatures is None or any(
+        abs(t - temperature) < 1e-6 for t in computed_temperatures
+    )
+    scored = [m for m in materials if m in ref.index] if computed else []
+    skipped = [m for m in materials if m not in scored]
     if scored:
         per_material = score_table(pred, ref, temperature, scored)
         summary = summarize(per_material)
@@ -460,22 +526,23 @@ def run_model_metrics(
         per_material.index.name = "mp_id"
         summary = {"n_materials": 0, "n_failed": 0, "mean_SRME": np.nan, "mean_SRE": np.nan}
     if skipped:
-        extra = pd.DataFrame(
-            {"mp_id": skipped, "note": "no DFT reference: kappa computed, metrics skipped"}
-        ).set_index("mp_id")
+        note = (
+            "no DFT reference: kappa computed, metrics skipped"
+            if computed
+            else f"{temperature:g} K not among the computed temperatures: metrics skipped"
+        )
+        extra = pd.DataFrame({"mp_id": skipped, "note": note}).set_index("mp_id")
         for mid in skipped:
             if mid in pred.index:
-                k = pred.loc[mid, "kappa_TOT_ave"]
-                ti = [
-                    i
-                    for i, t in enumerate(np.atleast_1d(pred.loc[mid, "temperatures"]))
-                    if abs(t - temperature) < 1e-6
-                ]
+                temps = np.atleast_1d(np.asarray(pred.loc[mid, "temperatures"], dtype=float))
+                kappas = np.atleast_1d(np.asarray(pred.loc[mid, "kappa_TOT_ave"], dtype=float))
+                hit = np.flatnonzero(np.abs(temps - temperature) < 1e-6)
                 extra.loc[mid, "kappa_TOT_ave"] = (
-                    float(np.atleast_1d(k)[ti[0]]) if ti and np.ndim(k) else np.nan
+                    float(kappas[hit[0]]) if hit.size and kappas.size == temps.size else np.nan
                 )
         per_material = pd.concat([per_material, extra])
-    summary["n_skipped_no_reference"] = len(skipped)
+    summary["n_skipped"] = len(skipped)
+    summary["temperature"] = temperature
     io.write_csv(out_csv, per_material.reset_index())
     return summary
 
@@ -505,7 +572,7 @@ def run_summary(
         "n_failed",
         "mean_SRME_success",
         "frac_within_factor_2",
-        "n_skipped_no_reference",
+        "n_skipped",
     ]
     cols = [c for c in cols if c in df.columns]
     lines = [
@@ -520,7 +587,8 @@ def run_summary(
     if df.get("n_materials", pd.Series([1])).fillna(0).eq(0).all():
         lines += [
             "",
-            "No selected material has a DFT reference: κ was computed, metrics were skipped.",
+            "No selected material was scored (no DFT reference, or 300 K not computed): "
+            "κ was computed, metrics were skipped; see results/<model>/metrics.csv.",
         ]
     io.write_text(out_md, "\n".join(lines) + "\n")
     return df
@@ -561,3 +629,50 @@ def run_cumulative(
         io.write_figure(
             Path(out_dir) / f"{mid}.svg", cumulative_plot(row, ref.loc[mid], model, temperature)
         )
+
+
+STEP_ORDER = ("relax", "fc2", "fc3", "kappa")
+STEP_OUTPUTS = {
+    "relax": ("relaxed",),
+    "fc2": ("fc2", "forces_fc2", "disp", "phonons"),
+    "fc3": ("fc3", "forces_fc3"),
+    "kappa": ("kappa", "record"),
+}
+
+
+def first_outdated_step(
+    files: dict[str, Path],
+    model_key: str,
+    material: MaterialSpec,
+    relax: RelaxSettings,
+    kappa: KappaSettings,
+) -> str | None:
+    """The first step whose outputs are missing or were made with other inputs (None: all current).
+
+    Compares what the stored records say (model, material spec, relax and phono3py
+    settings, temperatures) with what is asked for; a later step is redone whenever an
+    earlier one is. The workflow leaves this to Snakemake; the CLI uses it to resume.
+    """
+    for step in STEP_ORDER:
+        if not all(Path(files[k]).exists() for k in STEP_OUTPUTS[step]):
+            return step
+    _, relaxed = io.read_structure(files["relaxed"])
+    if (
+        relaxed.get("model", {}).get("model") != model_key
+        or relaxed.get("material") != material.as_dict()
+        or relaxed.get("relax_settings") != relax.as_dict()
+    ):
+        return "relax"
+    gate = io.read_json(files["phonons"])
+    if (
+        gate.get("settings") != kappa.phono3py.as_dict()
+        or gate.get("model", {}).get("model") != model_key
+    ):
+        return "fc2"
+    record = io.read_json(files["record"])
+    if (
+        record.get("temperatures") != list(kappa.temperatures)
+        or record.get("settings", {}).get("phono3py") != kappa.phono3py.as_dict()
+    ):
+        return "kappa"
+    return None

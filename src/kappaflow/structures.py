@@ -53,7 +53,9 @@ class MaterialSpec:
 
 
 def spacegroup_number(atoms: Atoms, symprec: float = 1e-5) -> int | None:
-    """spglib space-group number (None when spglib finds no symmetry)."""
+    """spglib space-group number (None when spglib finds no symmetry or the cell is not finite)."""
+    if not (np.all(np.isfinite(atoms.cell[:])) and np.all(np.isfinite(atoms.positions))):
+        return None  # spglib segfaults on NaN
     cell = (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers)
     dataset = spglib.get_symmetry_dataset(cell, symprec=symprec)
     return None if dataset is None else int(dataset.number)
