@@ -20,4 +20,5 @@ steps.run_fc2(
     out.forces,
     out.disp,
     out.phonons,
+    device=getattr(snakemake.resources, "device", "auto"),
 )

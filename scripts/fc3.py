@@ -18,4 +18,5 @@ steps.run_fc3(
     Phono3pySettings.from_mapping(snakemake.params.settings),
     snakemake.output.fc3,
     snakemake.output.forces,
+    device=getattr(snakemake.resources, "device", "auto"),
 )

@@ -17,6 +17,7 @@ steps.run_relax(
     ModelSpec(**snakemake.params.model),
     RelaxSettings.from_mapping(snakemake.params.settings),
     snakemake.output.relaxed,
+    device=getattr(snakemake.resources, "device", "auto"),
     defaults=StructureDefaults.from_mapping(snakemake.params.defaults),
     overrides=snakemake.params.overrides,
 )

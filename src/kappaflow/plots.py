@@ -59,7 +59,7 @@ def parity(metrics: pd.DataFrame, model: str, temperature: float) -> Figure:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel(r"$\kappa_{\mathrm{DFT}}$ (W m$^{-1}$ K$^{-1}$)")
-    ax.set_ylabel(rf"$\kappa_{{\mathrm{{{model}}}}}$ (W m$^{{-1}}$ K$^{{-1}}$)")
+    ax.set_ylabel(r"$\kappa$ " + model.replace("$", "") + r" (W m$^{-1}$ K$^{-1}$)")
     mean_srme = df["SRME"].mean() if len(df) else np.nan
     ax.set_title(f"{model}, {temperature:g} K: mean SRME {mean_srme:.3f}, n={len(df)}")
     ax.legend(loc="upper left", fontsize=8)
