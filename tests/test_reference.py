@@ -67,3 +67,17 @@ def test_offline_default_location_says_what_to_set(tmp_path, monkeypatch):
     with pytest.raises(ref.ReferenceNotFoundError, match="download failed") as err:
         io.reference_file(ref.ResolvedDir(tmp_path, "default"), "structures")
     assert ref.ENV_VAR in str(err.value)
+
+
+def test_cli_fetch_reference_and_materials(reference_dir, capsys):
+    from kappaflow.cli import main
+
+    assert main(["fetch-reference", "--reference-dir", str(reference_dir)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("=")[0] for line in lines] == list(ref.FILES)
+    assert main(["materials", "--reference-dir", str(reference_dir), "--select", "wz,mp-22862"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert len(rows) == 34
+    assert "mp-22862\tNaCl-rs\tfc2=4x4x4\tfc3=2x2x2\tmesh=19x19x19" in rows
+    assert main(["materials", "--reference-dir", str(reference_dir), "--select", "hcp"]) == 2
+    assert "hcp" in capsys.readouterr().err
