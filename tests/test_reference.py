@@ -75,7 +75,9 @@ def test_cli_fetch_reference_and_materials(reference_dir, capsys):
     assert main(["fetch-reference", "--reference-dir", str(reference_dir)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("=")[0] for line in lines] == list(ref.FILES)
-    assert main(["materials", "--reference-dir", str(reference_dir), "--select", "wz,mp-22862"]) == 0
+    assert (
+        main(["materials", "--reference-dir", str(reference_dir), "--select", "wz,mp-22862"]) == 0
+    )
     rows = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 34
     assert "mp-22862\tNaCl-rs\tfc2=4x4x4\tfc3=2x2x2\tmesh=19x19x19" in rows
