@@ -23,34 +23,46 @@ def _run(args, env_extra=None, timeout=1800):
     return proc.stdout
 
 
+def _kappa_cli(model, material, out, reference_dir, *extra, timeout=1800):
+    """`kappaflow kappa` in its own process (2 threads); returns its stdout."""
+    args = [
+        sys.executable,
+        "-m",
+        "kappaflow.cli",
+        "kappa",
+        "--model",
+        str(model),
+        "--material",
+        material,
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+        "--reference-dir",
+        str(reference_dir),
+        *extra,
+    ]
+    return _run(args, timeout=timeout)
+
+
+def _published_kappa(published_dir, table, mp_id):
+    return (
+        pd.read_csv(published_dir / "kappa" / f"{table}.csv")
+        .set_index("mp_id")
+        .loc[mp_id, "kappa_TOT_ave"]
+    )
+
+
 def test_chgnet_nacl_full_protocol_matches_published(tmp_path, reference_dir, published_dir):
     """CHGNet 0.3.0 on NaCl-rs (mp-22862), full protocol: κ within 1 % of k_SRME's 1.179 W/mK."""
     pytest.importorskip("chgnet")
     out = tmp_path / "nacl"
-    stdout = _run(
-        [
-            sys.executable,
-            "-m",
-            "kappaflow.cli",
-            "kappa",
-            "--model",
-            "chgnet-0.3.0",
-            "--material",
-            "mp-22862",
-            "--out",
-            str(out),
-            "--threads",
-            "2",
-            "--reference-dir",
-            str(reference_dir),
-        ]
-    )
+    stdout = _kappa_cli("chgnet-0.3.0", "mp-22862", out, reference_dir)
     last = stdout.strip().splitlines()[-1]
     assert last.startswith("kappa_TOT_ave_300K=")
     value = float(last.split("=")[1])
     assert len(last.split("=")[1].replace(".", "").lstrip("0")) >= 6
-    published = pd.read_csv(published_dir / "kappa" / "CHGNet.csv").set_index("mp_id")
-    assert value == pytest.approx(published.loc["mp-22862", "kappa_TOT_ave"], rel=0.01)
+    assert value == pytest.approx(_published_kappa(published_dir, "CHGNet", "mp-22862"), rel=0.01)
     record = json.loads((out / "kappa.json").read_text())
     assert record["status"] == "ok"
     assert record["displacements"]["n_fc3_supercells"] == 146
@@ -77,56 +89,19 @@ def test_chgnet_more_materials_match_published(tmp_path, reference_dir, publishe
     """Full protocol beyond NaCl (about 10 min for GaN here): GaN within 1 %, GaAs (κ≈0.025,
     pathological for CHGNet) within 10 % of k_SRME's published CHGNet values."""
     pytest.importorskip("chgnet")
-    stdout = _run(
-        [
-            sys.executable,
-            "-m",
-            "kappaflow.cli",
-            "kappa",
-            "--model",
-            "chgnet-0.3.0",
-            "--material",
-            mp_id,
-            "--out",
-            str(tmp_path / mp_id),
-            "--threads",
-            "2",
-            "--reference-dir",
-            str(reference_dir),
-        ],
-        timeout=7200,
-    )
+    stdout = _kappa_cli("chgnet-0.3.0", mp_id, tmp_path / mp_id, reference_dir, timeout=7200)
     value = float(stdout.strip().splitlines()[-1].split("=")[1])
-    published = pd.read_csv(published_dir / "kappa" / "CHGNet.csv").set_index("mp_id")
     tolerance = 0.01 if mp_id == "mp-804" else 0.10
-    assert value == pytest.approx(published.loc[mp_id, "kappa_TOT_ave"], rel=tolerance)
+    assert value == pytest.approx(_published_kappa(published_dir, "CHGNet", mp_id), rel=tolerance)
 
 
 @pytest.mark.slow
 def test_sevennet0_nacl_full_protocol_matches_published(tmp_path, reference_dir, published_dir):
     """SevenNet-0 on NaCl-rs: measured 5.4985 W/mK here against k_SRME's 5.509 (−0.2 %)."""
     pytest.importorskip("sevenn")
-    stdout = _run(
-        [
-            sys.executable,
-            "-m",
-            "kappaflow.cli",
-            "kappa",
-            "--model",
-            "sevennet-0",
-            "--material",
-            "mp-22862",
-            "--out",
-            str(tmp_path / "nacl"),
-            "--threads",
-            "2",
-            "--reference-dir",
-            str(reference_dir),
-        ]
-    )
+    stdout = _kappa_cli("sevennet-0", "mp-22862", tmp_path / "nacl", reference_dir)
     value = float(stdout.strip().splitlines()[-1].split("=")[1])
-    published = pd.read_csv(published_dir / "kappa" / "SevenNet.csv").set_index("mp_id")
-    assert value == pytest.approx(published.loc["mp-22862", "kappa_TOT_ave"], rel=0.01)
+    assert value == pytest.approx(_published_kappa(published_dir, "SevenNet", "mp-22862"), rel=0.01)
 
 
 _SEVENNET = """
@@ -188,28 +163,7 @@ def test_small_random_mace_through_the_registry(tmp_path, reference_dir):
     model = tmp_path / "small.model"
     _run([sys.executable, "-c", _MACE_BUILD.format(path=str(model))])
     out = tmp_path / "run"
-    stdout = _run(
-        [
-            sys.executable,
-            "-m",
-            "kappaflow.cli",
-            "kappa",
-            "--model",
-            str(model),
-            "--material",
-            "mp-22862",
-            "--out",
-            str(out),
-            "--mesh",
-            "3",
-            "3",
-            "3",
-            "--threads",
-            "2",
-            "--reference-dir",
-            str(reference_dir),
-        ]
-    )
+    stdout = _kappa_cli(str(model), "mp-22862", out, reference_dir, "--mesh", "3", "3", "3")
     last = stdout.strip().splitlines()[-1]
     record = json.loads((out / "kappa.json").read_text())
     # a random potential may well be dynamically unstable: either outcome is data, not a crash

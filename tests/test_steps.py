@@ -27,8 +27,8 @@ class NaNForces(Calculator):
         }
 
 
-def _relaxed_cu(tmp_path):
-    """EMT Cu written as a user structure and relaxed; returns (output paths, model spec)."""
+def _cu_input(tmp_path):
+    """EMT Cu written as a user structure; returns (Atoms, output paths, model spec)."""
     cu = bulk("Cu", "fcc", a=3.59)
     cu.info = {
         "material_id": "Cu",
@@ -39,6 +39,12 @@ def _relaxed_cu(tmp_path):
     write(tmp_path / "s.extxyz", cu, format="extxyz")
     f = {k: tmp_path / "Cu" / v for k, v in MATERIAL_FILES.items()}
     spec = model_spec("emt")
+    return cu, f, spec
+
+
+def _relaxed_cu(tmp_path):
+    """EMT Cu written as a user structure and relaxed; returns (output paths, model spec)."""
+    _, f, spec = _cu_input(tmp_path)
     steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
     return f, spec
 
@@ -120,16 +126,7 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
 
 def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     """k_SRME: any exception scores 2; here the relax itself fails (NaN forces in FIRE)."""
-    cu = bulk("Cu", "fcc", a=3.59)
-    cu.info = {
-        "material_id": "Cu",
-        "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
-        "q_mesh": [3, 3, 3],
-    }
-    write(tmp_path / "s.extxyz", cu, format="extxyz")
-    f = {k: tmp_path / "Cu" / v for k, v in MATERIAL_FILES.items()}
-    spec = model_spec("emt")
+    cu, f, spec = _cu_input(tmp_path)
     bad = LoadedModel(
         NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
     )
