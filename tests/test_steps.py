@@ -27,6 +27,26 @@ class NaNForces(Calculator):
         }
 
 
+def _nan_model() -> LoadedModel:
+    return LoadedModel(
+        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
+    )
+
+
+def _run_kappa(f, ps):
+    """The κ step on the outputs of the earlier steps, at 300 K."""
+    return steps.run_kappa(
+        f["relaxed"],
+        f["phonons"],
+        f["fc2"],
+        f["fc3"],
+        KappaSettings((300.0,), ps),
+        f["kappa"],
+        f["record"],
+        f["forces_fc3"],
+    )
+
+
 def _cu_input(tmp_path):
     """EMT Cu written as a user structure; returns (Atoms, output paths, model spec)."""
     cu = bulk("Cu", "fcc", a=3.59)
@@ -51,9 +71,7 @@ def _relaxed_cu(tmp_path):
 
 def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     f, spec = _relaxed_cu(tmp_path)
-    bad = LoadedModel(
-        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
-    )
+    bad = _nan_model()
     ps = Phono3pySettings()
     gate = steps.run_fc2(
         f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"], loaded=bad
@@ -61,16 +79,7 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     assert gate["status"] == "nonfinite_forces"
     assert "non-finite forces" in gate["errors"][0]
     steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)
-    record = steps.run_kappa(
-        f["relaxed"],
-        f["phonons"],
-        f["fc2"],
-        f["fc3"],
-        KappaSettings((300.0,), ps),
-        f["kappa"],
-        f["record"],
-        f["forces_fc3"],
-    )
+    record = _run_kappa(f, ps)
     assert record["status"] == "nonfinite_forces"
     assert record["kappa_TOT_ave"] == [None]
     row = steps.gather_row(io.read_json(f["record"]), f["kappa"])
@@ -101,25 +110,14 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
         ]
         == "ok"
     )
-    bad = LoadedModel(
-        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
-    )
+    bad = _nan_model()
     assert (
         steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)[
             "status"
         ]
         == "nonfinite_forces"
     )
-    record = steps.run_kappa(
-        f["relaxed"],
-        f["phonons"],
-        f["fc2"],
-        f["fc3"],
-        KappaSettings((300.0,), ps),
-        f["kappa"],
-        f["record"],
-        f["forces_fc3"],
-    )
+    record = _run_kappa(f, ps)
     assert record["status"] == record["failure"] == "nonfinite_forces"
     assert any("non-finite" in e for e in record["errors"])
 
@@ -127,9 +125,7 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
 def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     """k_SRME: any exception scores 2; here the relax itself fails (NaN forces in FIRE)."""
     cu, f, spec = _cu_input(tmp_path)
-    bad = LoadedModel(
-        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
-    )
+    bad = _nan_model()
     rec = steps.run_relax(
         tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(), f["relaxed"], loaded=bad
     )
@@ -141,16 +137,7 @@ def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     gate = steps.run_fc2(f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])
     assert gate["status"] == rec["status"]
     steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"])
-    record = steps.run_kappa(
-        f["relaxed"],
-        f["phonons"],
-        f["fc2"],
-        f["fc3"],
-        KappaSettings((300.0,), ps),
-        f["kappa"],
-        f["record"],
-        f["forces_fc3"],
-    )
+    record = _run_kappa(f, ps)
     assert record["status"] == rec["status"] and record["kappa_TOT_ave"] == [None]
     assert record["errors"] == rec["errors"]
     assert io.read_kappa_hdf5(f["kappa"])[1]["kappaflow_status"] == rec["status"]
