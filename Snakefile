@@ -11,7 +11,12 @@
 #   results/{model}/{material}/kappa.hdf5          Wigner RTA κ, all temperatures
 #   results/{model}/{material}/kappa.json          status, κ summary, relax info, provenance
 #   results/{model}/kappa.json.gz                  gathered, reference column names
+#   results/{model}/{material}/gruneisen.hdf5      mode γ, c_qs(T), γ(T), α_V(T) (gruneisen.enabled)
+#   results/{model}/{material}/gruneisen.json      status, γ(300 K), K_T, E(V) fit, relax records
+#   results/{model}/{material}/thermal_expansion.csv  T, γ, C_V, α_V, α_linear, above_melting
+#   results/{model}/{material}/gruneisen_fc3_check.json  γ from fc3 vs finite volumes
 #   results/{model}/metrics.csv                    per-material SRD/SRE/SRME
+#   results/{model}/gruneisen-metrics.csv          per-material γ SRD/SRE (signed too)
 #   results/metrics.csv, results/metrics.md        one row per model
 #   results/plots/...                              parity, κ(T), cumulative κ
 #   logs/{rule}/{model}/{material}.log, logs/benchmark/{rule}/{model}/{material}.tsv
@@ -32,6 +37,7 @@ include: "rules/relax.smk"
 include: "rules/phonons.smk"
 include: "rules/kappa.smk"
 include: "rules/evaluate.smk"
+include: "rules/gruneisen.smk"
 
 
 rule all:

@@ -14,6 +14,7 @@ from kappaflow import io as kio
 from kappaflow.calculators import model_spec
 from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
 from kappaflow.settings import (
+    GruneisenSettings,
     Phono3pySettings,
     RelaxSettings,
     StructureDefaults,
@@ -42,12 +43,20 @@ def _retyped(value):
 for _key in ("temperatures", "relax", "phono3py", "structure_defaults", "material_overrides"):
     if _key in config:
         config[_key] = _retyped(config[_key])
+# gruneisen holds file names too: retype all but those
+if "gruneisen" in config:
+    config["gruneisen"] = {
+        k: (v if k in ("reference", "mode_reference") else _retyped(v))
+        for k, v in config["gruneisen"].items()
+    }
 
 validate(config, schema="../schemas/config.schema.yaml")
 # physics checks beyond the schema's shape checks (raise naming the key)
 RelaxSettings.from_mapping(config["relax"])
 Phono3pySettings.from_mapping(config["phono3py"])
 DEFAULTS = StructureDefaults.from_mapping(config["structure_defaults"])
+GRUNEISEN_SETTINGS = GruneisenSettings.from_mapping(config["gruneisen"])
+GRUNEISEN = bool(config["gruneisen"]["enabled"])
 
 REFERENCE = resolve_reference_dir(config_dir=config["reference"]["dir"])
 REFERENCE_KAPPA = str(kio.reference_file(REFERENCE, KAPPA_KEYS[config["reference"]["kappa"]]))
@@ -67,6 +76,25 @@ REFERENCE_IDS = set(kio.read_kappa_table(REFERENCE_KAPPA).index)
 # parity plots only where the reference has data (300 K); κ(T) curves otherwise
 PARITY_TEMPS = [t for t in TEMPS if abs(t - 300.0) < 1e-6]
 SCORED = [m for m in MATERIALS if m in REFERENCE_IDS]
+
+
+def _gamma_reference(name):
+    """The pinned DFT γ file of the reference dir, or a user path."""
+    if name == FILES["gruneisen_dft_gamma"].filename:
+        return str(kio.reference_file(REFERENCE, "gruneisen_dft_gamma"))
+    if not Path(name).exists():
+        raise FileNotFoundError(f"config gruneisen.reference: {name!r} does not exist")
+    return name
+
+
+GAMMA_REFERENCE = _gamma_reference(config["gruneisen"]["reference"]) if GRUNEISEN else None
+if GRUNEISEN and config["gruneisen"].get("mode_reference"):
+    if not Path(config["gruneisen"]["mode_reference"]).exists():
+        raise FileNotFoundError(
+            f"config gruneisen.mode_reference: {config['gruneisen']['mode_reference']!r} "
+            "does not exist"
+        )
+MELTING_TABLE = kio.read_melting_points(Path(workflow.basedir) / "resources/melting_points.csv")
 
 
 wildcard_constraints:
@@ -101,6 +129,37 @@ def get_kappa_files(wildcards):
     )
 
 
+def get_melting_point(wildcards):
+    from kappaflow.steps import melting_point_for
+
+    name = _table[wildcards.material].name
+    return melting_point_for(name, MELTING_TABLE, config["gruneisen"].get("melting_points"))
+
+
+def _per_material(name):
+    def files(wildcards):
+        return expand(
+            "results/{model}/{material}/" + name, model=wildcards.model, material=MATERIALS
+        )
+
+    return files
+
+
+get_gruneisen_records = _per_material("gruneisen.json")
+get_gruneisen_hdf5 = _per_material("gruneisen.hdf5")
+get_alpha_curves = _per_material("thermal_expansion.csv")
+
+
+def get_gruneisen_checks(wildcards):
+    if not config["gruneisen"]["fc3_check"]:
+        return []
+    return _per_material("gruneisen_fc3_check.json")(wildcards)
+
+
+def get_gamma_summaries(wildcards):
+    return expand("results/{model}/gruneisen-summary.json", model=MODELS) if GRUNEISEN else []
+
+
 def get_final_output():
     out = ["results/metrics.csv", "results/metrics.md"]
     out += expand("results/{model}/kappa.json.gz", model=MODELS)
@@ -120,4 +179,14 @@ def get_final_output():
         out += expand("results/plots/cumulative-{model}", model=MODELS)
     if len(TEMPS) > 1:
         out += expand("results/plots/kappa-vs-T-{model}.svg", model=MODELS)
+    if GRUNEISEN:
+        out += expand(
+            "results/{model}/{material}/{name}",
+            model=MODELS,
+            material=MATERIALS,
+            name=["gruneisen.hdf5", "gruneisen.json", "thermal_expansion.csv"],
+        )
+        out += expand("results/{model}/gruneisen-metrics.csv", model=MODELS)
+        out += expand("results/plots/alpha-V-{model}.svg", model=MODELS)
+        out += expand("results/plots/gamma-parity-{model}.svg", model=MODELS)
     return out

@@ -2,6 +2,9 @@
 
 
 localrules:
+    gruneisen_metrics,
+    gamma_parity_plot,
+    alpha_plot,
     gather,
     metrics,
     summary,
@@ -63,6 +66,7 @@ rule metrics:
 rule summary:
     input:
         summaries=expand("results/{model}/metrics-summary.json", model=MODELS),
+        gamma=get_gamma_summaries,
     output:
         csv=report(
             "results/metrics.csv",

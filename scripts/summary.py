@@ -12,4 +12,5 @@ steps.run_summary(
     snakemake.params.reference,
     snakemake.output.csv,
     snakemake.output.markdown,
+    gamma_summaries=snakemake.input.gamma or None,
 )

@@ -1,6 +1,7 @@
 """``kappaflow`` command line: one material at a time, calling the workflow's own steps.
 
 kappaflow kappa --model chgnet-0.3.0 --material mp-22862 --out DIR
+kappaflow gruneisen --model sevennet-0 --material mp-1265 --out DIR
 kappaflow score --predictions P --reference R --out metrics.csv [--materials ID,ID]
 kappaflow fetch-reference [--reference-dir DIR]
 kappaflow materials [--select rs,mp-22862]
@@ -24,6 +25,10 @@ MATERIAL_FILES = {
     "fc3": "fc3.hdf5",
     "kappa": "kappa.hdf5",
     "record": "kappa.json",
+    "gruneisen_hdf5": "gruneisen.hdf5",
+    "gruneisen": "gruneisen.json",
+    "thermal_expansion": "thermal_expansion.csv",
+    "gruneisen_fc3_check": "gruneisen_fc3_check.json",
 }
 
 
@@ -143,6 +148,137 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gruneisen(args: argparse.Namespace) -> int:
+    """relax + fc2 (shared with ``kappa``, reused when current), then the Grüneisen step."""
+    from kappaflow import io, steps
+    from kappaflow.calculators import load_calculator, model_spec
+    from kappaflow.settings import (
+        GruneisenSettings,
+        KappaSettings,
+        Phono3pySettings,
+        RelaxSettings,
+        StructureDefaults,
+    )
+
+    out = Path(args.out)
+    files = {k: out / v for k, v in MATERIAL_FILES.items()}
+    cfg = io.read_yaml(args.config) if args.config else {}
+    resolved = _reference(args, cfg)
+    structures_cfg = args.structures or cfg.get("structures")
+    structures = (
+        Path(structures_cfg) if structures_cfg else io.reference_file(resolved, "structures")
+    )
+    spec = model_spec(args.model, cfg.get("model_definitions"))
+    phono_cfg = dict(cfg.get("phono3py") or {})
+    if args.mesh:
+        phono_cfg["mesh"] = tuple(args.mesh)
+    phono = Phono3pySettings.from_mapping(phono_cfg)
+    relax = RelaxSettings.from_mapping(cfg.get("relax"))
+    gcfg = dict(cfg.get("gruneisen") or {})
+    settings = GruneisenSettings.from_mapping(gcfg)
+    defaults = StructureDefaults.from_mapping(cfg.get("structure_defaults"))
+    overrides = cfg.get("material_overrides") or {}
+    _, material = steps.load_material(structures, args.material, defaults, overrides)
+    loaded = None
+
+    def model():
+        nonlocal loaded
+        if loaded is None:
+            loaded = load_calculator(spec, args.device, args.model_dir)
+        return loaded
+
+    first = (
+        "relax"
+        if args.force
+        else steps.first_outdated_step(
+            files, spec.key, material, relax, KappaSettings((300.0,), phono)
+        )
+    )
+    if first == "relax":
+        steps.run_relax(
+            structures,
+            args.material,
+            spec,
+            relax,
+            files["relaxed"],
+            defaults=defaults,
+            overrides=overrides,
+            loaded=model(),
+        )
+    if first in ("relax", "fc2"):
+        steps.run_fc2(
+            files["relaxed"],
+            spec,
+            phono,
+            files["fc2"],
+            files["forces_fc2"],
+            files["disp"],
+            files["phonons"],
+            loaded=model(),
+        )
+    current = (
+        first not in ("relax", "fc2")
+        and files["gruneisen"].exists()
+        and io.read_json(files["gruneisen"]).get("settings", {}).get("gruneisen")
+        == settings.as_dict()
+    )
+    if current:
+        print(
+            f"[kappaflow] {files['gruneisen']} is up to date; nothing recomputed "
+            "(--force redoes it)",
+            file=sys.stderr,
+        )
+    else:
+        table = io.read_melting_points(Path(__file__).parents[2] / "resources/melting_points.csv")
+        steps.run_gruneisen(
+            files["relaxed"],
+            files["fc2"],
+            spec,
+            settings,
+            relax,
+            phono,
+            files["gruneisen_hdf5"],
+            files["gruneisen"],
+            files["thermal_expansion"],
+            melting_point=steps.melting_point_for(
+                material.name, table, gcfg.get("melting_points")
+            ),
+            loaded=model(),
+        )
+    record = io.read_json(files["gruneisen"])
+    ref_name = gcfg.get("reference") or "gruneisen_dft_gamma.csv"
+    try:
+        ref_path = (
+            io.reference_file(resolved, "gruneisen_dft_gamma")
+            if ref_name == "gruneisen_dft_gamma.csv"
+            else Path(ref_name)
+        )
+        ref = io.read_gamma_reference(ref_path)
+    except Exception as exc:  # the γ is computed; scoring needs the reference
+        print(f"[kappaflow] no DFT γ reference ({exc}); not scored", file=sys.stderr)
+        ref = None
+    t = settings.score_temperature
+    if ref is not None and args.material in ref.index:
+        from kappaflow.metrics import score_gamma
+
+        sc = score_gamma(
+            record.get("gamma"),
+            float(ref.loc[args.material, "gamma_DFT_300K"]),
+            record.get("failure", ""),
+        )
+        print(f"gamma_DFT_{t:g}K={_fmt(sc['gamma_DFT'])}")
+        print(f"SRE_gamma={_fmt(sc['SRE'])}")
+        print(f"sign_mismatch={sc['sign_mismatch']}")
+    if record.get("bulk_modulus_GPa") is not None:
+        print(f"bulk_modulus_GPa={_fmt(record['bulk_modulus_GPa'])}")
+        print(f"alpha_V_{t:g}K={_fmt(record.get('alpha_V_score_T'))}")
+    if record["status"] != io.STATUS_OK:
+        print(f"status={record['status']}")
+        return 0
+    print(f"gamma_{t:g}K={_fmt(record['gamma'])}")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from kappaflow import steps
 
@@ -242,6 +378,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference(k)
     k.set_defaults(func=cmd_kappa)
 
+    g = sub.add_parser(
+        "gruneisen",
+        help="relax, fc2 at V0 and V0(1±1%%), mode γ, γ(T), K_T and α_V(T) of one material",
+    )
+    g.add_argument("--model", required=True, help="model key, as for 'kappaflow kappa'")
+    g.add_argument("--material", required=True, help="material id (mp_id) in the structures file")
+    g.add_argument(
+        "--out",
+        required=True,
+        help="output directory (the workflow's results/{model}/{material}; shared with kappa)",
+    )
+    g.add_argument("--structures", help="extxyz of your own structures")
+    g.add_argument(
+        "--config",
+        help="a workflow config.yaml: its relax, phono3py, gruneisen, structure_defaults, "
+        "material_overrides, model_definitions and structures apply",
+    )
+    g.add_argument("--mesh", type=int, nargs=3, help="override the material's q-mesh")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    g.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads (default: all cores)"
+    )
+    g.add_argument("--model-dir", default="resources/models")
+    g.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
+    add_reference(g)
+    g.set_defaults(func=cmd_gruneisen)
+
     s = sub.add_parser("score", help="SRD/SRE/SRME of a kappa table against a reference table")
     s.add_argument(
         "--predictions", required=True, help="json.gz in the reference layout (DFT or gathered)"
@@ -274,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "kappa":  # before numpy/OpenBLAS, phono3py and torch are loaded
+    if args.command in ("kappa", "gruneisen"):  # before numpy/OpenBLAS, phono3py and torch are loaded
         from kappaflow.runtime import configure_threads
 
         configure_threads(args.threads)

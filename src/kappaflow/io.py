@@ -179,6 +179,16 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, timeout: flo
 # ---------------------------------------------------------------------- reference
 
 
+def _download_derived(entry: ref.ReferenceFile, path: Path) -> None:
+    """Download the source text, derive the file (reference.<derive>), verify, rename."""
+    with urllib.request.urlopen(entry.url, timeout=60) as resp:
+        text = resp.read().decode("utf-8")
+    derived = getattr(ref, entry.derive)(text)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(derived.encode("utf-8"))
+        verify_sha256(tmp, entry.sha256, f"{entry.filename} derived from {entry.url}")
+
+
 def reference_file(resolved: ref.ResolvedDir, key: str, download_missing: bool = True) -> Path:
     """Path of one pinned reference file, verified by sha256 (downloaded if allowed)."""
     entry = ref.FILES[key]
@@ -191,7 +201,10 @@ def reference_file(resolved: ref.ResolvedDir, key: str, download_missing: bool =
                 )
             )
         try:
-            download(entry.url, path, entry.sha256)
+            if entry.derive is None:
+                download(entry.url, path, entry.sha256)
+            else:
+                _download_derived(entry, path)
         except OSError as exc:  # offline, DNS failure, HTTP error
             raise ref.ReferenceNotFoundError(
                 ref.not_found_message(resolved, entry.filename, f"download failed ({exc})")
@@ -374,6 +387,11 @@ def write_kappa_hdf5(
     ``kappa-m191919.hdf5`` into the current directory, a name shared by all rs/zb
     materials, which concurrent jobs would overwrite.
     """
+    write_hdf5(path, datasets, attrs)
+
+
+def write_hdf5(path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """Datasets (None skipped; arrays >= 2-D gzip-compressed) and attributes, atomically."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in datasets.items():
             if value is None:
@@ -394,6 +412,11 @@ def write_kappa_hdf5(
 
 
 def read_kappa_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    return read_hdf5(path)
+
+
+def read_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(datasets, attributes) of an HDF5 file written by :func:`write_hdf5`."""
     with h5py.File(path, "r") as h5:
         data = {k: h5[k][()] for k in h5}
         attrs = dict(h5.attrs)
@@ -434,3 +457,45 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# ----------------------------------------------------------------------- Grüneisen
+
+
+def read_gamma_reference(path: str | os.PathLike) -> pd.DataFrame:
+    """DFT γ at 300 K (gruneisen_dft_gamma.csv): indexed by mp_id, column gamma_DFT_300K."""
+    df = pd.read_csv(path)
+    missing = {"mp_id", "gamma_DFT_300K"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: not a DFT γ table, missing column(s) {sorted(missing)}")
+    return df.set_index("mp_id")
+
+
+def read_mode_gamma_reference(path: str | os.PathLike) -> pd.DataFrame:
+    """Mode-resolved γ reference (gamma_SRME's gruneisen_DFT_*.json.gz layout).
+
+    A pandas JSON table with mp_id, weights, frequencies and gruneisen (on the
+    irreducible q-mesh of phonopy's Grüneisen), indexed by mp_id.
+    """
+    df = pd.read_json(path)
+    missing = {"mp_id", "weights", "frequencies", "gruneisen"} - set(df.columns)
+    if missing:
+        raise ValueError(
+            f"{path}: not a mode-resolved γ reference, missing column(s) {sorted(missing)}"
+        )
+    df = df.set_index("mp_id")
+    for col in ("weights", "frequencies", "gruneisen", "q_points"):
+        if col in df.columns:
+            df[col] = df[col].map(lambda x: None if x is None else np.asarray(x, dtype=float))
+    return df
+
+
+def read_melting_points(path: str | os.PathLike | None) -> pd.DataFrame | None:
+    """The melting-point table (formula, T_melt_K, ...) or None when no file is given."""
+    if path is None:
+        return None
+    df = pd.read_csv(path, comment="#")
+    missing = {"formula", "T_melt_K"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: melting-point table misses column(s) {sorted(missing)}")
+    return df

@@ -213,3 +213,103 @@ def summarize(per_material: pd.DataFrame) -> dict[str, Any]:
         "frac_within_factor_2": float(within2.mean()) if len(df) else np.nan,
         "n_underestimated": int((ratio < 1).sum()),
     }
+
+
+# ------------------------------------------------------------------ Grüneisen (PROTOCOL §7)
+
+
+def srd_gamma(g_pred: float | None, g_ref: float) -> float:
+    """gamma_SRME's SRD_γ = 2(|γ_pred| − |γ_ref|)/(|γ_pred| + |γ_ref|); NaN -> −2.
+
+    On absolute values, as published: a wrong-sign γ is under-penalised, which is why
+    :func:`score_gamma` also reports the signed SRD and the sign mismatch.
+    """
+    if g_pred is None or not np.isfinite(g_pred):
+        return -KAPPA_ERROR_MAX
+    denom = abs(g_pred) + abs(g_ref)
+    if denom == 0:
+        return 0.0
+    return float(2.0 * (abs(g_pred) - abs(g_ref)) / denom)
+
+
+def srd_gamma_signed(g_pred: float | None, g_ref: float) -> float:
+    """Signed variant: 2(γ_pred − γ_ref)/(|γ_pred| + |γ_ref|), in [−2, 2]; NaN -> −2."""
+    if g_pred is None or not np.isfinite(g_pred):
+        return -KAPPA_ERROR_MAX
+    denom = abs(g_pred) + abs(g_ref)
+    if denom == 0:
+        return 0.0
+    return float(2.0 * (g_pred - g_ref) / denom)
+
+
+def srme_gamma(mode_pred: np.ndarray, mode_ref: np.ndarray) -> float:
+    """SRME_γ = 2 Σ|mode_γ_pred − mode_γ_ref| / (Σ|mode_γ_pred| + Σ|mode_γ_ref|).
+
+    The mode_γ are the heat-capacity-weighted contributions (they sum to γ) on the same
+    q-points and bands.
+    """
+    a = np.asarray(mode_pred, dtype=float)
+    b = np.asarray(mode_ref, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"mode γ shapes differ: prediction {a.shape}, reference {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return KAPPA_ERROR_MAX
+    denom = np.abs(a).sum() + np.abs(b).sum()
+    return 0.0 if denom == 0 else float(2.0 * np.abs(a - b).sum() / denom)
+
+
+def score_gamma(
+    gamma: float | None,
+    gamma_ref: float | None,
+    failure: str = "",
+    mode_pred: np.ndarray | None = None,
+    mode_ref: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """One material's γ scores: SRD/SRE (on |γ|), signed SRD, sign mismatch, SRME.
+
+    A failure (imaginary modes at the origin, broken symmetry, an error) scores SRME 2;
+    its SRD still uses the γ when one was computed (gamma_SRME prints SRE for those).
+    SRME is NaN without a mode-resolved reference.
+    """
+    out: dict[str, Any] = {
+        "gamma": np.nan if gamma is None else float(gamma),
+        "gamma_DFT": np.nan if gamma_ref is None else float(gamma_ref),
+        "failed": bool(failure),
+        "failure": failure,
+    }
+    if gamma_ref is None or not np.isfinite(gamma_ref):
+        out.update(SRD=np.nan, SRE=np.nan, SRD_signed=np.nan, sign_mismatch=False, SRME=np.nan)
+        return out
+    d = srd_gamma(gamma, gamma_ref)
+    out.update(
+        SRD=d,
+        SRE=abs(d),
+        SRD_signed=srd_gamma_signed(gamma, gamma_ref),
+        sign_mismatch=bool(
+            gamma is not None and np.isfinite(gamma) and np.sign(gamma) != np.sign(gamma_ref)
+        ),
+    )
+    if failure or gamma is None or not np.isfinite(gamma):
+        out["SRME"] = KAPPA_ERROR_MAX
+    elif mode_pred is not None and mode_ref is not None:
+        out["SRME"] = srme_gamma(mode_pred, mode_ref)
+    else:
+        out["SRME"] = np.nan
+    return out
+
+
+def summarize_gamma(per_material: pd.DataFrame) -> dict[str, Any]:
+    """Means over the scored materials (failures included, as gamma_SRME)."""
+    df = per_material[per_material["gamma_DFT"].notna()] if len(per_material) else per_material
+    n = len(df)
+    srme_col = df["SRME"] if n else pd.Series(dtype=float)
+    return {
+        "gamma_n_materials": n,
+        "gamma_n_failed": int(df["failed"].sum()) if n else 0,
+        "gamma_mean_SRE": float(df["SRE"].mean()) if n else np.nan,
+        "gamma_mean_SRME": float(srme_col.mean()) if n and srme_col.notna().all() else np.nan,
+        "gamma_n_sign_mismatch": int(df["sign_mismatch"].sum()) if n else 0,
+        "gamma_mean_SRE_success": float(df.loc[~df["failed"], "SRE"].mean())
+        if n and (~df["failed"]).any()
+        else np.nan,
+    }

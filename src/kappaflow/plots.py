@@ -116,3 +116,68 @@ def cumulative_plot(pred: pd.Series, ref: pd.Series, model: str, temperature: fl
     ax.set_title(f"{name} ({ref.name if ref is not None else pred.name}), {temperature:g} K")
     ax.legend(fontsize=8)
     return fig
+
+
+def gamma_parity(metrics: pd.DataFrame, model: str) -> Figure:
+    """Signed γ_model vs γ_DFT at 300 K by structure type; failures as red crosses."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    df = metrics[metrics["gamma_DFT"].notna()] if "gamma_DFT" in metrics else metrics.iloc[:0]
+    failed = df["failed"].astype(bool) if len(df) else pd.Series(dtype=bool)
+    vals = df[["gamma", "gamma_DFT"]].to_numpy(float).ravel() if len(df) else np.array([])
+    vals = vals[np.isfinite(vals)]
+    lo, hi = (min(-0.5, vals.min()), max(3.5, vals.max())) if vals.size else (-0.5, 3.5)
+    lo, hi = max(lo, -5.0), min(hi, 8.0)  # outliers (γ ~ ±80) are clipped to the frame
+    x = np.array([lo, hi])
+    ax.plot(x, x, "k-", lw=0.8, label="parity")
+    ax.axhline(0, color="0.7", lw=0.6)
+    for kind, marker in (*TYPE_MARKERS.items(), ("other", "D")):
+        sub = df[(df.get("structure_type") == kind) & ~failed] if len(df) else df
+        if len(sub):
+            ax.scatter(
+                sub["gamma_DFT"],
+                np.clip(sub["gamma"], lo, hi),
+                marker=marker,
+                s=20,
+                label=f"{kind} ({len(sub)})",
+            )
+    bad = df[failed] if len(df) else df
+    if len(bad):
+        y = np.clip(bad["gamma"].fillna(lo).to_numpy(float), lo, hi)
+        ax.scatter(bad["gamma_DFT"], y, marker="x", c="tab:red", label=f"failed ({len(bad)})")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel(r"$\gamma_{\mathrm{DFT}}$ (300 K)")
+    ax.set_ylabel(r"$\gamma$ " + model.replace("$", "") + " (300 K)")
+    mean_sre = df["SRE"].mean() if len(df) else np.nan
+    ax.set_title(f"{model}: mean SRE$_\\gamma$ {mean_sre:.3f}, n={len(df)}")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
+def alpha_curves(data: list[tuple[str, str, str, pd.DataFrame]], model: str) -> Figure:
+    """α_V(T) per material, one panel per structure type (rs, zb, wz, other).
+
+    ``data``: (desc, structure type, status, curve) with curve columns temperature,
+    alpha_V, above_melting. Failed materials are dashed; above the melting point dotted.
+    """
+    kinds = [k for k in ("rs", "zb", "wz", "other") if any(d[1] == k for d in data)] or ["rs"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 4.0), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for desc, k, status, curve in data:
+            if k != kind or curve.empty or not np.any(np.isfinite(curve["alpha_V"])):
+                continue
+            t = curve["temperature"].to_numpy(float)
+            a = curve["alpha_V"].to_numpy(float) * 1e6
+            above = curve["above_melting"].astype(bool).to_numpy()
+            style = "--" if status != "ok" else "-"
+            (line,) = ax.plot(t[~above], a[~above], style, lw=1, label=desc)
+            if above.any():
+                ax.plot(t[above], a[above], ":", lw=1, color=line.get_color())
+        ax.set_title(f"{model}: {kind}")
+        ax.set_xlabel("T (K)")
+        ax.set_ylabel(r"$\alpha_V$ (10$^{-6}$ K$^{-1}$)")
+        if 0 < len(ax.lines) <= 24:
+            ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("volumetric thermal expansion (dashed: failed; dotted: above melting)")
+    fig.tight_layout()
+    return fig

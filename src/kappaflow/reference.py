@@ -25,6 +25,11 @@ DEFAULT_DIR = Path("resources/reference")
 COMMIT = "0269a946a1e4c53552b060a92b98df94e039fd80"
 BASE_URL = f"https://raw.githubusercontent.com/MPA2suite/k_SRME/{COMMIT}/data/"
 
+#: MPA2suite/gamma_SRME (PROTOCOL §7): the DFT γ at 300 K is printed in every model's
+#: metrics_gamma.txt (the mode-resolved DFT files are not public).
+GAMMA_SRME_COMMIT = "23e7100ac4e7eb06418390a6a946847013c507fb"
+GAMMA_SRME_URL = f"https://raw.githubusercontent.com/MPA2suite/gamma_SRME/{GAMMA_SRME_COMMIT}/"
+
 
 @dataclass(frozen=True)
 class ReferenceFile:
@@ -33,10 +38,14 @@ class ReferenceFile:
     key: str
     filename: str
     sha256: str
+    #: download location when the file is not in k_SRME's data/ folder
+    source_url: str | None = None
+    #: the file is derived from the downloaded text by this function of this module
+    derive: str | None = None
 
     @property
     def url(self) -> str:
-        return BASE_URL + self.filename
+        return self.source_url or BASE_URL + self.filename
 
 
 FILES: dict[str, ReferenceFile] = {
@@ -61,6 +70,13 @@ FILES: dict[str, ReferenceFile] = {
             "mp_id_map",
             "mp_id-phonondb_id.txt",
             "f4a5a4e464d557760bb37eaea9bd8a687acc12bfd44bd375410cd7a4600515bb",
+        ),
+        ReferenceFile(
+            "gruneisen_dft_gamma",
+            "gruneisen_dft_gamma.csv",
+            "3cfe1f2cb6803379669dd6d451d22e918c5d9746f54452a0647204b9e094f6dd",
+            source_url=GAMMA_SRME_URL + "models/SevenNet-0/metrics_gamma.txt",
+            derive="dft_gamma_csv_from_metrics",
         ),
     )
 }
@@ -123,3 +139,30 @@ def not_found_message(resolved: ResolvedDir, filename: str, reason: str) -> str:
         f"or let kappaflow download them into {DEFAULT_DIR}/ (needs network access to "
         f"{BASE_URL.split('/')[2]})."
     )
+
+
+def dft_gamma_csv_from_metrics(text: str) -> str:
+    """gruneisen_dft_gamma.csv (mp_id,desc,gamma_DFT_300K; CRLF; sorted by mp_id) from a
+    gamma_SRME ``metrics_gamma.txt`` (a pandas-printed table with a DFT_gamma column).
+
+    Numbers are written as Python/pandas write floats (1.5690 -> 1.569), so the result is
+    byte-identical to the pinned file and its sha256 can be checked.
+    """
+    lines = text.splitlines()
+    try:
+        header_at = next(i for i, line in enumerate(lines) if "DFT_gamma" in line.split())
+    except StopIteration:
+        raise ValueError("no 'DFT_gamma' column header in the metrics_gamma.txt text") from None
+    columns = lines[header_at].split()
+    col = columns.index("DFT_gamma") + 1  # + the mp_id index column
+    rows = []
+    for line in lines[header_at + 1 :]:
+        parts = line.split()
+        if len(parts) != len(columns) + 1:
+            continue  # the index-name line ("mp_id") and blank lines
+        rows.append((parts[0], parts[1], repr(float(parts[col]))))
+    if not rows:
+        raise ValueError("no material rows in the metrics_gamma.txt text")
+    rows.sort()
+    out = ["mp_id,desc,gamma_DFT_300K", *(",".join(r) for r in rows)]
+    return "\r\n".join(out) + "\r\n"

@@ -69,9 +69,17 @@ def _run_stage(filt: FrechetCellFilter, settings: RelaxSettings) -> int:
 
 
 def relax_structure(
-    atoms: Atoms, calc: Calculator, settings: RelaxSettings | None = None
+    atoms: Atoms,
+    calc: Calculator,
+    settings: RelaxSettings | None = None,
+    constant_volume: bool = False,
 ) -> RelaxResult:
-    """Relax ``atoms`` (a copy) with ``calc`` following the two-stage protocol."""
+    """Relax ``atoms`` (a copy) with ``calc`` following the two-stage protocol.
+
+    ``constant_volume=True`` relaxes internal coordinates and cell shape at fixed volume
+    (FrechetCellFilter ``constant_volume``, both stages), as gamma_SRME does for the ±1 %
+    Grüneisen volumes (PROTOCOL §7).
+    """
     settings = settings or RelaxSettings()
     atoms = atoms.copy()
     atoms.calc = calc
@@ -81,7 +89,7 @@ def relax_structure(
 
     if settings.enforce_symmetry:
         atoms.set_constraint(FixSymmetry(atoms, symprec=settings.fix_symmetry_symprec))
-    filt = FrechetCellFilter(atoms, mask=mask)
+    filt = FrechetCellFilter(atoms, mask=mask, constant_volume=constant_volume)
     steps = [_run_stage(filt, settings)]
     stage1_spg = spacegroup_number(atoms, settings.symprec)
     stage1 = atoms.copy()

@@ -152,3 +152,88 @@ class KappaSettings:
                 f"temperatures must be a non-empty list of numbers >= 0, got {self.temperatures!r}"
             )
         object.__setattr__(self, "temperatures", temps)
+
+
+#: gamma_SRME's (and phonopy's) equation-of-state names accepted for the K_T fit
+EOS_NAMES = ("vinet", "birchmurnaghan", "murnaghan")
+SYMMETRY_CHECKS = ("minus", "all")
+
+
+@dataclass(frozen=True)
+class GruneisenSettings:
+    """Grüneisen parameters, bulk modulus and thermal expansion (PROTOCOL §7).
+
+    ``symmetry_check``: which relaxations decide the broken-symmetry failure. ``minus``
+    (default) reproduces gamma_SRME, whose relax records of the ±1 % volumes overwrite
+    the origin's, so only the minus-volume relax is checked; ``all`` fails a material
+    when any of origin, plus or minus changed space group. All three are recorded.
+    """
+
+    enabled: bool = True
+    volume_strain: float = 0.01
+    t_min: float = 50.0
+    t_max: float = 800.0
+    t_step: float = 10.0
+    score_temperature: float = 300.0
+    #: modes below this frequency (THz) get zero heat capacity (gamma_SRME FREQ_CUTOFF)
+    frequency_cutoff: float = 1e-3
+    symmetry_check: str = "minus"
+    eos: str = "vinet"
+    #: fractional volume changes of the E(V) points (each relaxed at constant volume)
+    eos_strains: tuple[float, ...] = (-0.03, -0.02, -0.01, 0.0, 0.01, 0.02, 0.03)
+    #: cross-check of the mode γ against phono3py's fc3 Grüneisen (needs the fc3 forces)
+    fc3_check: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive("gruneisen.volume_strain", self.volume_strain)
+        if self.volume_strain >= 0.2:
+            raise SettingsError(
+                f"gruneisen.volume_strain must be a small fraction (< 0.2), got {self.volume_strain!r}"
+            )
+        _check_positive("gruneisen.t_step", self.t_step)
+        _check_positive("gruneisen.t_max", self.t_max)
+        _check_positive("gruneisen.score_temperature", self.score_temperature)
+        _check_positive("gruneisen.frequency_cutoff", self.frequency_cutoff)
+        if not (isinstance(self.t_min, (int, float)) and 0 < self.t_min <= self.t_max):
+            raise SettingsError(
+                f"gruneisen.t_min must be > 0 and <= gruneisen.t_max, got {self.t_min!r}"
+            )
+        if self.symmetry_check not in SYMMETRY_CHECKS:
+            raise SettingsError(
+                f"gruneisen.symmetry_check must be one of {', '.join(SYMMETRY_CHECKS)}, "
+                f"got {self.symmetry_check!r}"
+            )
+        if self.eos not in EOS_NAMES:
+            raise SettingsError(
+                f"gruneisen.eos must be one of {', '.join(EOS_NAMES)}, got {self.eos!r}"
+            )
+        strains = tuple(sorted({round(float(s), 10) for s in self.eos_strains}))
+        if len(strains) < 7 or any(abs(s) >= 0.2 for s in strains) or 0.0 not in strains:
+            raise SettingsError(
+                "gruneisen.eos_strains needs >= 7 distinct volume changes within ±20 % "
+                f"including 0 (PROTOCOL §7), got {list(self.eos_strains)!r}"
+            )
+        object.__setattr__(self, "eos_strains", strains)
+
+    @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperature grid (K), always including the scoring temperature."""
+        n = int(math.floor((self.t_max - self.t_min) / self.t_step + 1e-9)) + 1
+        grid = {round(self.t_min + i * self.t_step, 6) for i in range(n)}
+        grid.add(float(self.score_temperature))
+        return tuple(sorted(grid))
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> GruneisenSettings:
+        mapping = dict(mapping or {})
+        # workflow-only keys of the config section (not physics settings)
+        for key in ("reference", "mode_reference", "melting_points"):
+            mapping.pop(key, None)
+        if "eos_strains" in mapping:
+            mapping["eos_strains"] = tuple(mapping["eos_strains"])
+        return _from_mapping(cls, mapping, "gruneisen")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["eos_strains"] = list(self.eos_strains)
+        return d

@@ -559,9 +559,16 @@ def run_summary(
     reference_name: str,
     out_csv: str | Path,
     out_md: str | Path,
+    gamma_summaries: Sequence[str | Path] | None = None,
 ) -> pd.DataFrame:
-    """One row per model (results/metrics.csv) and the same as a Markdown table."""
+    """One row per model (results/metrics.csv) and the same as a Markdown table.
+
+    With ``gamma_summaries`` (one per model) the γ columns (gamma_mean_SRE, ...) are added.
+    """
     rows = [{"model": m, **io.read_json(p)} for m, p in zip(models, summaries, strict=True)]
+    if gamma_summaries:
+        for row, path in zip(rows, gamma_summaries, strict=True):
+            row.update(io.read_json(path))
     df = pd.DataFrame(rows)
     io.write_csv(out_csv, df)
     cols = [
@@ -573,6 +580,10 @@ def run_summary(
         "mean_SRME_success",
         "frac_within_factor_2",
         "n_skipped",
+        "gamma_mean_SRE",
+        "gamma_mean_SRME",
+        "gamma_n_failed",
+        "gamma_n_sign_mismatch",
     ]
     cols = [c for c in cols if c in df.columns]
     lines = [
@@ -676,3 +687,461 @@ def first_outdated_step(
     ):
         return "kappa"
     return None
+
+
+# ------------------------------------------------------------------------- Grüneisen
+
+
+def _strain_key(strain: float) -> str:
+    return f"{strain:+.4f}"
+
+
+def melting_point_for(
+    name: str, table: pd.DataFrame | None, overrides: dict[str, float] | None = None
+) -> float | None:
+    """Known melting point (K) of a compound by formula: config overrides, then the table."""
+    if overrides and name in overrides and overrides[name] is not None:
+        return float(overrides[name])
+    if table is None or "formula" not in table.columns:
+        return None
+    hit = table.loc[table["formula"] == name, "T_melt_K"]
+    return float(hit.iloc[0]) if len(hit) and np.isfinite(hit.iloc[0]) else None
+
+
+def _gruneisen_placeholder(
+    record: dict[str, Any], out_hdf5: str | Path, out_json: str | Path, out_csv: str | Path
+) -> dict[str, Any]:
+    record["provenance"] = provenance()
+    io.write_hdf5(out_hdf5, {}, {"kappaflow_status": record["status"]})
+    io.write_csv(
+        out_csv,
+        pd.DataFrame(
+            columns=[
+                "temperature",
+                "gamma",
+                "heat_capacity",
+                "alpha_V",
+                "alpha_linear",
+                "above_melting",
+            ]
+        ),
+    )
+    io.write_json(out_json, record)
+    log(f"Grüneisen: no result ({record['status']})")
+    return record
+
+
+def run_gruneisen(
+    relaxed: str | Path,
+    fc2_path: str | Path,
+    model: ModelSpec,
+    settings: Any,
+    relax_settings: RelaxSettings,
+    phono3py_settings: Phono3pySettings,
+    out_hdf5: str | Path,
+    out_json: str | Path,
+    out_csv: str | Path,
+    melting_point: float | None = None,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+    loaded: LoadedModel | None = None,
+) -> dict[str, Any]:
+    """Mode γ, γ(T), K_T from E(V) and α_V(T) of one material (PROTOCOL §7).
+
+    The origin is the κ workflow's relaxed structure and fc2 (same relax, supercell,
+    displacement and symmetrisation as gamma_SRME). V0(1 ± strain) are scaled
+    isotropically and relaxed at constant volume (two-stage, as the origin); their fc2
+    come from the same displacement protocol. Failures are recorded, never raised:
+    imaginary modes at the origin and broken symmetry (``settings.symmetry_check``) are
+    flagged while γ is still computed (gamma_SRME prints γ and SRE for them and scores
+    SRME 2); a failed relax/fc2 or an exception gives placeholders.
+    """
+    from kappaflow import gruneisen as gr
+    from kappaflow.phonons import has_imaginary_modes
+    from kappaflow.relax import relax_structure
+
+    t_start = time.perf_counter()
+    atoms, relax_record = io.read_structure(relaxed)
+    material = _material(relax_record)
+    temps = list(settings.temperatures)
+    record: dict[str, Any] = {
+        "mp_id": material.material_id,
+        "name": material.name,
+        "desc": material.desc,
+        "material": material.as_dict(),
+        "status": io.STATUS_OK,
+        "failure": "",
+        "score_temperature": settings.score_temperature,
+        "temperatures": temps,
+        "melting_point_K": melting_point,
+        "settings": {
+            "gruneisen": settings.as_dict(),
+            "relax": relax_settings.as_dict(),
+            "displacement": phono3py_settings.displacement,
+            "symprec": phono3py_settings.symprec,
+        },
+        "model": relax_record.get("model", {}),
+        "errors": list(relax_record.get("errors", [])),
+        "timing_s": {},
+    }
+    upstream = relax_record.get("status", io.STATUS_OK)
+    if upstream == io.STATUS_OK and io.fc_status(fc2_path) != io.STATUS_OK:
+        upstream = io.fc_status(fc2_path)
+    if upstream != io.STATUS_OK:
+        record["status"] = record["failure"] = upstream
+        return _gruneisen_placeholder(record, out_hdf5, out_json, out_csv)
+
+    loaded = loaded or load_calculator(model, device, model_dir)
+    record["model"] = loaded.info
+    calc = loaded.calculator
+    symprec = phono3py_settings.symprec
+    strain = settings.volume_strain
+    initial_spg = relax_record["relax"]["initial_space_group_number"]
+    volumes: dict[str, dict[str, Any]] = {}
+    try:
+        origin_ph = gr.phonopy_with_fc2(atoms, material, io.read_fc(fc2_path, 2), symprec)
+        atoms.calc = calc
+        volumes[_strain_key(0.0)] = {
+            "strain": 0.0,
+            "volume": float(atoms.get_volume()),
+            "energy": float(atoms.get_potential_energy()),
+            "relaxed_space_group_number": relax_record["relax"]["relaxed_space_group_number"],
+            "broken_symmetry": bool(relax_record["relax"]["broken_symmetry"]),
+        }
+        atoms.calc = None
+        structures: dict[float, Any] = {}
+        t0 = time.perf_counter()
+        for s in sorted(set(settings.eos_strains) | {strain, -strain}):
+            if s == 0.0:
+                continue
+            res = relax_structure(gr.scale_volume(atoms, s), calc, relax_settings, True)
+            structures[s] = res.atoms
+            volumes[_strain_key(s)] = {
+                "strain": s,
+                "volume": float(res.atoms.get_volume()),
+                "energy": res.energy,
+                "relaxed_space_group_number": res.relaxed_space_group_number,
+                "broken_symmetry": res.relaxed_space_group_number != initial_spg,
+                "reached_max_steps": res.reached_max_steps,
+                "steps": res.steps,
+                "max_force": res.max_force,
+            }
+        record["timing_s"]["constant_volume_relax"] = time.perf_counter() - t0
+        log(
+            f"Grüneisen {material.material_id}: {len(structures)} constant-volume relaxes in "
+            f"{record['timing_s']['constant_volume_relax']:.1f} s"
+        )
+        t0 = time.perf_counter()
+        plus_ph, _ = gr.harmonic_phonopy(
+            structures[strain], material, calc, phono3py_settings.displacement, symprec
+        )
+        minus_ph, _ = gr.harmonic_phonopy(
+            structures[-strain], material, calc, phono3py_settings.displacement, symprec
+        )
+        record["timing_s"]["fc2_plus_minus"] = time.perf_counter() - t0
+        mesh = list(phono3py_settings.mesh or material.q_mesh)
+        gm = gr.mode_gruneisen(origin_ph, plus_ph, minus_ph, mesh)
+    except Exception as exc:  # recorded as data
+        record["status"] = record["failure"] = failure_status(exc, "gruneisen")
+        fields = _error_fields(exc)
+        record["errors"] += fields["errors"]
+        record["error_traceback"] = fields["error_traceback"]
+        record["volumes"] = volumes
+        log(f"Grüneisen failed: {fields['errors'][0]}")
+        return _gruneisen_placeholder(record, out_hdf5, out_json, out_csv)
+
+    # gates (PROTOCOL §7): imaginary modes on the origin; symmetry per settings
+    imaginary = {
+        "origin": has_imaginary_modes(gm.frequencies, phono3py_settings.frequency_threshold),
+        "plus": has_imaginary_modes(gm.frequencies_plus, phono3py_settings.frequency_threshold),
+        "minus": has_imaginary_modes(
+            gm.frequencies_minus, phono3py_settings.frequency_threshold
+        ),
+    }
+    broken = {
+        "origin": volumes[_strain_key(0.0)]["broken_symmetry"],
+        "plus": volumes[_strain_key(strain)]["broken_symmetry"],
+        "minus": volumes[_strain_key(-strain)]["broken_symmetry"],
+    }
+    broken_symmetry = broken["minus"] if settings.symmetry_check == "minus" else any(broken.values())
+    record.update(
+        imaginary_freqs=imaginary["origin"],
+        imaginary_freqs_volumes=imaginary,
+        broken_symmetry=bool(broken_symmetry),
+        broken_symmetry_volumes=broken,
+        symmetry_check=settings.symmetry_check,
+        relaxed_space_group_number=volumes[_strain_key(-strain)]["relaxed_space_group_number"]
+        if settings.symmetry_check == "minus"
+        else volumes[_strain_key(0.0)]["relaxed_space_group_number"],
+        initial_space_group_number=initial_spg,
+    )
+    if imaginary["origin"]:
+        record["status"] = record["failure"] = "imaginary_modes"
+    elif broken_symmetry:
+        record["status"] = record["failure"] = "broken_symmetry"
+
+    cv = gr.mode_heat_capacity(
+        gm.frequencies, gm.weights, temps, gm.gamma_mask, settings.frequency_cutoff
+    )
+    mode_gamma, gamma_t = gr.weighted_gamma(cv, gm.gamma)
+    c_total = gr.heat_capacity_total(cv)
+    i_score = temps.index(float(settings.score_temperature))
+    record["gamma"] = float(gamma_t[i_score])
+    record["gamma_T"] = gamma_t.tolist()
+
+    # bulk modulus from E(V), thermal expansion
+    v_prim = float(origin_ph.primitive.volume)
+    record["volume_primitive_A3"] = v_prim
+    record["volumes"] = volumes
+    alpha_v = np.full(len(temps), np.nan)
+    try:
+        pts = sorted(volumes.values(), key=lambda d: d["strain"])
+        fit = gr.fit_eos(
+            [p["volume"] for p in pts], [p["energy"] for p in pts], len(atoms), settings.eos
+        )
+        record["eos"] = fit.record()
+        record["bulk_modulus_GPa"] = fit.bulk_modulus_GPa
+        alpha_v = gr.thermal_expansion(cv, gm.gamma, fit.bulk_modulus_GPa * 1e9, v_prim)
+    except Exception as exc:  # γ stays valid; K_T and α are NaN
+        fields = _error_fields(exc)
+        record["errors"] += fields["errors"]
+        record["eos_error"] = fields["errors"][0]
+        record["bulk_modulus_GPa"] = None
+        log(f"EOS fit failed: {fields['errors'][0]}")
+    cubic = gr.is_cubic(material.spacegroup)
+    alpha_lin = alpha_v / 3.0 if cubic else np.full(len(temps), np.nan)
+    above = [melting_point is not None and t > melting_point for t in temps]
+    record["alpha_V"] = alpha_v.tolist()
+    record["alpha_V_score_T"] = float(alpha_v[i_score])
+    record["cubic"] = cubic
+    record["timing_s"]["gruneisen_total"] = time.perf_counter() - t_start
+    record["provenance"] = provenance()
+    io.write_hdf5(
+        out_hdf5,
+        {
+            "mesh": np.asarray(gm.mesh),
+            "qpoint": gm.qpoints,
+            "weight": gm.weights,
+            "frequency": gm.frequencies,
+            "frequency_plus": gm.frequencies_plus,
+            "frequency_minus": gm.frequencies_minus,
+            "gruneisen": gm.gamma,
+            "temperature": np.asarray(temps),
+            "heat_capacity": cv,
+            "mode_gamma": mode_gamma,
+            "gamma": gamma_t,
+            "heat_capacity_total": c_total,
+            "alpha_V": alpha_v,
+            "alpha_linear": alpha_lin,
+        },
+        {
+            "kappaflow_status": record["status"],
+            "mp_id": material.material_id,
+            "units": "frequency THz; heat_capacity J/(K mol) per primitive cell; alpha 1/K",
+            "volume_primitive_A3": v_prim,
+            "bulk_modulus_GPa": record["bulk_modulus_GPa"]
+            if record["bulk_modulus_GPa"] is not None
+            else np.nan,
+        },
+    )
+    io.write_csv(
+        out_csv,
+        pd.DataFrame(
+            {
+                "temperature": temps,
+                "gamma": gamma_t,
+                "heat_capacity": c_total,
+                "alpha_V": alpha_v,
+                "alpha_linear": alpha_lin,
+                "above_melting": above,
+            }
+        ),
+    )
+    io.write_json(out_json, record)
+    log(
+        f"γ({settings.score_temperature:g} K) = {record['gamma']:.6g}, K_T = "
+        f"{record['bulk_modulus_GPa']} GPa, status {record['status']}, "
+        f"{record['timing_s']['gruneisen_total']:.1f} s"
+    )
+    return record
+
+
+def run_gruneisen_fc3_check(
+    relaxed: str | Path,
+    forces_fc3: str | Path,
+    gruneisen_hdf5: str | Path,
+    gruneisen_json: str | Path,
+    settings: Any,
+    phono3py_settings: Phono3pySettings,
+    out_json: str | Path,
+) -> dict[str, Any]:
+    """γ(T_score) from fc3 (fc2 on the fc3 supercell) vs the finite-volume γ.
+
+    The fc3 supercell (e.g. 2×2×2 for rs) is smaller than the fc2 one, so differences of
+    several percent are expected; the record gives both and their relative difference.
+    """
+    from kappaflow import gruneisen as gr
+
+    grun = io.read_json(gruneisen_json)
+    out: dict[str, Any] = {"mp_id": grun["mp_id"], "status": io.STATUS_OK}
+    if grun.get("gamma") is None or not np.isfinite(grun.get("gamma", np.nan)):
+        out["status"] = f"no finite-volume γ ({grun['status']})"
+        io.write_json(out_json, out)
+        return out
+    if io.read_attrs(forces_fc3).get("kappaflow_status", io.STATUS_OK) != io.STATUS_OK:
+        out["status"] = f"no fc3 forces ({io.read_attrs(forces_fc3)['kappaflow_status']})"
+        io.write_json(out_json, out)
+        return out
+    atoms, record = io.read_structure(relaxed)
+    material = _material(record)
+    mesh = list(phono3py_settings.mesh or material.q_mesh)
+    t0 = time.perf_counter()
+    try:
+        res = gr.fc3_mode_gruneisen(
+            atoms,
+            material,
+            io.read_forces(forces_fc3),
+            mesh,
+            phono3py_settings.displacement,
+            phono3py_settings.symprec,
+        )
+        at_gamma = np.all(np.abs(res["qpoints"] - np.rint(res["qpoints"])) < 1e-8, axis=1)
+        exclude = np.zeros(res["frequencies"].shape, dtype=bool)
+        exclude[at_gamma, :3] = True
+        cv = gr.mode_heat_capacity(
+            res["frequencies"],
+            res["weights"],
+            [settings.score_temperature],
+            exclude,
+            settings.frequency_cutoff,
+        )
+        _, g = gr.weighted_gamma(cv, res["gamma"])
+    except Exception as exc:  # recorded as data
+        out["status"] = "fc3_check_error"
+        out.update(_error_fields(exc))
+        io.write_json(out_json, out)
+        return out
+    g_fd = float(grun["gamma"])
+    g3 = float(g[0])
+    data, _ = io.read_hdf5(gruneisen_hdf5)
+    out.update(
+        temperature=settings.score_temperature,
+        gamma_finite_volume=g_fd,
+        gamma_fc3=g3,
+        relative_difference=(g3 - g_fd) / abs(g_fd) if g_fd != 0 else np.nan,
+        fc3_supercell=list(material.fc3_supercell),
+        fc2_supercell=list(material.fc2_supercell),
+        n_qpoints=len(res["qpoints"]),
+        n_qpoints_finite_volume=int(len(data.get("qpoint", []))),
+        timing_s=time.perf_counter() - t0,
+    )
+    io.write_json(out_json, out)
+    log(f"γ from fc3 {g3:.5f} vs finite volumes {g_fd:.5f} ({out['relative_difference']:+.2%})")
+    return out
+
+
+def structure_type(desc: str, spacegroup: int | None) -> str:
+    """rs / zb / wz from the dataset's desc suffix or space group; else 'other'."""
+    suffix = str(desc).rsplit("-", 1)[-1]
+    if suffix in ("rs", "zb", "wz"):
+        return suffix
+    return {225: "rs", 216: "zb", 186: "wz"}.get(spacegroup or 0, "other")
+
+
+def _reference_mode_gamma(ref_row: pd.Series, temperature: float, cutoff: float) -> np.ndarray:
+    from kappaflow import gruneisen as gr
+
+    freqs = np.asarray(ref_row["frequencies"], dtype=float)
+    exclude = np.zeros(freqs.shape, dtype=bool)
+    exclude[0, :3] = True  # gamma_SRME: first q-point is Γ
+    cv = gr.mode_heat_capacity(freqs, ref_row["weights"], [temperature], exclude, cutoff)
+    mode, _ = gr.weighted_gamma(cv, ref_row["gruneisen"])
+    return mode[0]
+
+
+def run_gruneisen_metrics(
+    records: Sequence[str | Path],
+    hdf5_files: Sequence[str | Path],
+    reference: str | Path,
+    out_csv: str | Path,
+    fc3_checks: Sequence[str | Path] | None = None,
+    mode_reference: str | Path | None = None,
+) -> dict[str, Any]:
+    """Per-material γ scores of one model (gamma_SRME on |γ|, plus signed γ) and the means.
+
+    SRME_γ needs a mode-resolved reference (``mode_reference``); without one it is NaN.
+    """
+    from kappaflow.metrics import score_gamma, summarize_gamma
+
+    ref = io.read_gamma_reference(reference)
+    mode_ref = io.read_mode_gamma_reference(mode_reference) if mode_reference else None
+    checks = {}
+    for path in fc3_checks or []:
+        c = io.read_json(path)
+        checks[c["mp_id"]] = c
+    rows = []
+    for rec_path, h5_path in zip(records, hdf5_files, strict=True):
+        rec = io.read_json(rec_path)
+        mid = rec["mp_id"]
+        g_ref = float(ref.loc[mid, "gamma_DFT_300K"]) if mid in ref.index else None
+        mode_pred = mode_dft = None
+        if mode_ref is not None and mid in mode_ref.index and rec.get("gamma") is not None:
+            data, _ = io.read_hdf5(h5_path)
+            i = int(np.argmin(np.abs(data["temperature"] - rec["score_temperature"])))
+            mode_pred = data["mode_gamma"][i]
+            mode_dft = _reference_mode_gamma(
+                mode_ref.loc[mid],
+                rec["score_temperature"],
+                rec["settings"]["gruneisen"]["frequency_cutoff"],
+            )
+        scores = score_gamma(rec.get("gamma"), g_ref, rec.get("failure", ""), mode_pred, mode_dft)
+        check = checks.get(mid, {})
+        rows.append(
+            {
+                "mp_id": mid,
+                "desc": rec["desc"],
+                "structure_type": structure_type(rec["desc"], rec["material"]["spacegroup"]),
+                "status": rec["status"],
+                **scores,
+                "imaginary_freqs": rec.get("imaginary_freqs", False),
+                "broken_symmetry": rec.get("broken_symmetry", False),
+                "bulk_modulus_GPa": rec.get("bulk_modulus_GPa"),
+                "alpha_V_300K": rec.get("alpha_V_score_T"),
+                "eos_rms_meV_per_atom": rec.get("eos", {}).get("rms_residual_meV_per_atom"),
+                "melting_point_K": rec.get("melting_point_K"),
+                "gamma_fc3": check.get("gamma_fc3"),
+                "fc3_relative_difference": check.get("relative_difference"),
+                "note": "" if g_ref is not None else "no DFT γ: computed, not scored",
+            }
+        )
+    df = pd.DataFrame(rows)
+    io.write_csv(out_csv, df)
+    summary = summarize_gamma(df) if len(df) else summarize_gamma(pd.DataFrame())
+    summary["gamma_mode_reference"] = str(mode_reference) if mode_reference else None
+    return summary
+
+
+def run_gamma_parity(metrics_csv: str | Path, model: str, out_svg: str | Path) -> None:
+    from kappaflow.plots import gamma_parity
+
+    io.write_figure(out_svg, gamma_parity(io.read_csv(metrics_csv), model))
+
+
+def run_alpha_plot(
+    curves: Sequence[str | Path], records: Sequence[str | Path], model: str, out_svg: str | Path
+) -> None:
+    """α_V(T) of every material of one model, one panel per structure type."""
+    from kappaflow.plots import alpha_curves
+
+    data = []
+    for csv_path, rec_path in zip(curves, records, strict=True):
+        rec = io.read_json(rec_path)
+        data.append(
+            (
+                rec["desc"],
+                structure_type(rec["desc"], rec["material"]["spacegroup"]),
+                rec["status"],
+                io.read_csv(csv_path),
+            )
+        )
+    io.write_figure(out_svg, alpha_curves(data, model))
