@@ -87,7 +87,7 @@ def _gamma_reference(name):
     return name
 
 
-GAMMA_REFERENCE = _gamma_reference(config["gruneisen"]["reference"]) if GRUNEISEN else None
+GAMMA_REFERENCE = _gamma_reference(config["gruneisen"]["reference"]) if GRUNEISEN else []
 if GRUNEISEN and config["gruneisen"].get("mode_reference"):
     if not Path(config["gruneisen"]["mode_reference"]).exists():
         raise FileNotFoundError(
@@ -139,7 +139,10 @@ def get_melting_point(wildcards):
 def _per_material(name):
     def files(wildcards):
         return expand(
-            "results/{model}/{material}/" + name, model=wildcards.model, material=MATERIALS
+            "results/{model}/{material}/{name}",
+            model=wildcards.model,
+            material=MATERIALS,
+            name=name,
         )
 
     return files

@@ -97,6 +97,8 @@ rule gamma_parity_plot:
         ),
     log:
         "logs/gamma_parity_plot/{model}.log",
+    benchmark:
+        "logs/benchmark/gamma_parity_plot/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -117,6 +119,8 @@ rule alpha_plot:
         ),
     log:
         "logs/alpha_plot/{model}.log",
+    benchmark:
+        "logs/benchmark/alpha_plot/{model}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: 1

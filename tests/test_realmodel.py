@@ -200,3 +200,38 @@ def test_mace_foundation_name_resolves_to_cached_checkpoint(tmp_path):
     out = _run([sys.executable, "-c", _MACE_FOUNDATION, str(model), str(cache)]).split()
     assert out[-3].endswith("2023-12-03-mace-128-L1_epoch-199.model")
     assert out[-2:] == ["float64", "MACECalculator"]
+
+
+def _gruneisen_cli(model, material, out, reference_dir, timeout=1800):
+    """`kappaflow gruneisen` in its own process (2 threads); returns its stdout."""
+    args = [sys.executable, "-m", "kappaflow.cli", "gruneisen", "--model", model]
+    args += ["--material", material, "--out", str(out), "--threads", "2"]
+    args += ["--reference-dir", str(reference_dir)]
+    return _run(args, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("model", "package", "table"),
+    [("sevennet-0", "sevenn", "SevenNet-0"), ("chgnet-0.3.0", "chgnet", "CHGNet")],
+)
+def test_mgo_gamma_matches_published(model, package, table, tmp_path, reference_dir, published_dir):
+    """γ(300 K) of MgO-rs (mp-1265) within 2 % of gamma_SRME's published value
+    (SevenNet-0 1.4664, CHGNet 1.2732); measured 1.466406 and 1.273708."""
+    pytest.importorskip(package)
+    out = tmp_path / "mgo"
+    stdout = _gruneisen_cli(model, "mp-1265", out, reference_dir)
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("gamma_300K=")
+    assert len(last.split("=")[1].replace(".", "").lstrip("0")) >= 6
+    published = (
+        pd.read_csv(published_dir / "gruneisen" / f"{table}.csv").set_index("mp_id").loc["mp-1265"]
+    )
+    assert float(last.split("=")[1]) == pytest.approx(published["gamma"], rel=0.02)
+    assert f"gamma_DFT_300K={published['DFT_gamma']:.10g}" in stdout
+    record = json.loads((out / "gruneisen.json").read_text())
+    assert record["status"] == "ok" and not record["imaginary_freqs"]
+    # rs frame = conventional cell of 4 primitive cells (the factor-4 trap of α_V)
+    v0 = record["volumes"]["+0.0000"]["volume"]
+    assert record["volume_primitive_A3"] == pytest.approx(v0 / 4, rel=1e-10)
+    assert 100 < record["bulk_modulus_GPa"] < 250  # MgO: PBE ≈ 150-160 GPa
+    assert 1e-5 < record["alpha_V_score_T"] < 6e-5  # MgO experiment ≈ 3.1e-5 /K

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[1]
 N_MATERIALS = 103
 MODELS = ["mace-mp-0-medium", "chgnet-0.3.0", "sevennet-0"]
-PER_MATERIAL_RULES = ["relax", "fc2", "fc3", "kappa"]
+PER_MATERIAL_RULES = ["relax", "fc2", "fc3", "kappa", "gruneisen", "gruneisen_fc3_check"]
 TEST_MATERIALS = ["Cu-fcc", "Ag-fcc"]
 TEST_TEMPERATURES = [300.0, 600.0]
 AGGREGATION_RULES = {"gather", "metrics", "summary", "kappa_vs_temperature", "all"}
@@ -37,6 +37,10 @@ AGGREGATION_LOGS = {
     "metrics": ("logs/metrics/emt.log", "logs/benchmark/metrics/emt.tsv"),
     "summary": ("logs/summary/summary.log", "logs/benchmark/summary/summary.tsv"),
     "kappa_vs_temperature": ("logs/kappa_vs_t/emt.log", "logs/benchmark/kappa_vs_t/emt.tsv"),
+    **{
+        rule: (f"logs/{rule}/emt.log", f"logs/benchmark/{rule}/emt.tsv")
+        for rule in ("gruneisen_metrics", "gamma_parity_plot", "alpha_plot")
+    },
 }
 
 
@@ -139,7 +143,7 @@ def test_dry_run_default_config(dry_run):
     n_jobs = N_MATERIALS * len(MODELS)
     for rule in PER_MATERIAL_RULES:
         assert stats[rule] == n_jobs, f"{rule}: {stats}"
-    for rule in ("gather", "metrics"):
+    for rule in ("gather", "metrics", "gruneisen_metrics", "gamma_parity_plot", "alpha_plot"):
         assert stats[rule] == len(MODELS)
     assert stats["summary"] == 1
     assert stats["all"] == 1
@@ -147,6 +151,12 @@ def test_dry_run_default_config(dry_run):
     per_model = kappa_jobs_per_model(jobs)
     assert sorted(per_model) == sorted(MODELS)
     assert all(len(m) == N_MATERIALS for m in per_model.values())
+
+
+def test_dry_run_gruneisen_switched_off(dry_run):
+    stats, _, _ = dry_run("--config", "gruneisen={enabled: false}")
+    assert stats["kappa"] == N_MATERIALS * len(MODELS)
+    assert not {r for r in stats if "gruneisen" in r or r in ("alpha_plot", "gamma_parity_plot")}
 
 
 def test_dry_run_subset_of_materials(dry_run):
@@ -264,6 +274,21 @@ def test_dot_test_outputs(dot_test_run):
         assert (results / rel).is_file(), f"results/{rel} missing"
     assert dot_test_run.stats["kappa"] == len(TEST_MATERIALS)
     assert dot_test_run.stats["kappa_vs_temperature"] == 1
+    for rel in ("emt/gruneisen-metrics.csv", "plots/alpha-V-emt.svg", "plots/gamma-parity-emt.svg"):
+        assert (results / rel).is_file(), f"results/{rel} missing"
+    summary = io.read_csv(results / "metrics.csv").iloc[0]
+    assert summary["gamma_n_materials"] == 0  # EMT metals have no DFT γ: computed, not scored
+    gamma = io.read_csv(results / "emt" / "gruneisen-metrics.csv").set_index("mp_id")
+    for material in TEST_MATERIALS:
+        record = io.read_json(results / "emt" / material / "gruneisen.json")
+        assert record["status"] == io.STATUS_OK
+        assert 1.5 < record["gamma"] < 3.5, material  # Cu ≈ 2.0, Ag ≈ 2.4 (experiment)
+        assert gamma.loc[material, "gamma"] == pytest.approx(record["gamma"])
+        assert gamma.loc[material, "note"].startswith("no DFT γ")
+        check = io.read_json(results / "emt" / material / "gruneisen_fc3_check.json")
+        assert check["status"] == io.STATUS_OK
+        curve = io.read_csv(results / "emt" / material / "thermal_expansion.csv")
+        assert curve["alpha_V"].gt(0).all()
 
 
 def test_dot_test_logs_and_benchmarks(dot_test_run):

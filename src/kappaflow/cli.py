@@ -240,9 +240,7 @@ def cmd_gruneisen(args: argparse.Namespace) -> int:
             files["gruneisen_hdf5"],
             files["gruneisen"],
             files["thermal_expansion"],
-            melting_point=steps.melting_point_for(
-                material.name, table, gcfg.get("melting_points")
-            ),
+            melting_point=steps.melting_point_for(material.name, table, gcfg.get("melting_points")),
             loaded=model(),
         )
     record = io.read_json(files["gruneisen"])
@@ -437,7 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("kappa", "gruneisen"):  # before numpy/OpenBLAS, phono3py and torch are loaded
+    if args.command in (
+        "kappa",
+        "gruneisen",
+    ):  # before numpy/OpenBLAS, phono3py and torch are loaded
         from kappaflow.runtime import configure_threads
 
         configure_threads(args.threads)

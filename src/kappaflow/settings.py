@@ -218,7 +218,7 @@ class GruneisenSettings:
     @property
     def temperatures(self) -> tuple[float, ...]:
         """The temperature grid (K), always including the scoring temperature."""
-        n = int(math.floor((self.t_max - self.t_min) / self.t_step + 1e-9)) + 1
+        n = math.floor((self.t_max - self.t_min) / self.t_step + 1e-9) + 1
         grid = {round(self.t_min + i * self.t_step, 6) for i in range(n)}
         grid.add(float(self.score_temperature))
         return tuple(sorted(grid))

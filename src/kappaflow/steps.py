@@ -854,16 +854,16 @@ def run_gruneisen(
     imaginary = {
         "origin": has_imaginary_modes(gm.frequencies, phono3py_settings.frequency_threshold),
         "plus": has_imaginary_modes(gm.frequencies_plus, phono3py_settings.frequency_threshold),
-        "minus": has_imaginary_modes(
-            gm.frequencies_minus, phono3py_settings.frequency_threshold
-        ),
+        "minus": has_imaginary_modes(gm.frequencies_minus, phono3py_settings.frequency_threshold),
     }
     broken = {
         "origin": volumes[_strain_key(0.0)]["broken_symmetry"],
         "plus": volumes[_strain_key(strain)]["broken_symmetry"],
         "minus": volumes[_strain_key(-strain)]["broken_symmetry"],
     }
-    broken_symmetry = broken["minus"] if settings.symmetry_check == "minus" else any(broken.values())
+    broken_symmetry = (
+        broken["minus"] if settings.symmetry_check == "minus" else any(broken.values())
+    )
     record.update(
         imaginary_freqs=imaginary["origin"],
         imaginary_freqs_volumes=imaginary,
@@ -1032,7 +1032,7 @@ def run_gruneisen_fc3_check(
         fc3_supercell=list(material.fc3_supercell),
         fc2_supercell=list(material.fc2_supercell),
         n_qpoints=len(res["qpoints"]),
-        n_qpoints_finite_volume=int(len(data.get("qpoint", []))),
+        n_qpoints_finite_volume=len(data.get("qpoint", [])),
         timing_s=time.perf_counter() - t0,
     )
     io.write_json(out_json, out)
