@@ -43,18 +43,12 @@ def _reference(args: argparse.Namespace, cfg: dict | None = None):
     return resolve_reference_dir(cli_dir=args.reference_dir, config_dir=config_dir)
 
 
-def cmd_kappa(args: argparse.Namespace) -> int:
-    from kappaflow.runtime import configure_threads
-
-    configure_threads(args.threads)
-    from kappaflow import io, steps
-    from kappaflow.calculators import load_calculator, model_spec
-    from kappaflow.settings import (
-        KappaSettings,
-        Phono3pySettings,
-        RelaxSettings,
-        StructureDefaults,
-    )
+def _inputs(args: argparse.Namespace) -> tuple:
+    """What ``kappa`` and ``gruneisen`` share: output files, config, structures, model spec
+    and the relax/phono3py/structure settings (flags over the config file)."""
+    from kappaflow import io
+    from kappaflow.calculators import model_spec
+    from kappaflow.settings import Phono3pySettings, RelaxSettings, StructureDefaults
 
     out = Path(args.out)
     files = {k: out / v for k, v in MATERIAL_FILES.items()}
@@ -68,12 +62,26 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     phono_cfg = dict(cfg.get("phono3py") or {})
     if args.mesh:
         phono_cfg["mesh"] = tuple(args.mesh)
-    if args.backend:
+    if getattr(args, "backend", None):
         phono_cfg["backend"] = args.backend
     phono = Phono3pySettings.from_mapping(phono_cfg)
     relax = RelaxSettings.from_mapping(cfg.get("relax"))
     defaults = StructureDefaults.from_mapping(cfg.get("structure_defaults"))
     overrides = cfg.get("material_overrides") or {}
+    return out, files, cfg, structures, spec, phono, relax, defaults, overrides
+
+
+def cmd_kappa(args: argparse.Namespace) -> int:
+    from kappaflow.runtime import configure_threads
+
+    configure_threads(args.threads)
+    from kappaflow import io, steps
+    from kappaflow.calculators import load_calculator
+    from kappaflow.settings import (
+        KappaSettings,
+    )
+
+    out, files, cfg, structures, spec, phono, relax, defaults, overrides = _inputs(args)
     temperatures = args.temperatures or cfg.get("temperatures") or [300.0]
     kappa_settings = KappaSettings(tuple(temperatures), phono)
     loaded = None
@@ -151,33 +159,16 @@ def cmd_kappa(args: argparse.Namespace) -> int:
 def cmd_gruneisen(args: argparse.Namespace) -> int:
     """relax + fc2 (shared with ``kappa``, reused when current), then the Grüneisen step."""
     from kappaflow import io, steps
-    from kappaflow.calculators import load_calculator, model_spec
+    from kappaflow.calculators import load_calculator
     from kappaflow.settings import (
         GruneisenSettings,
         KappaSettings,
-        Phono3pySettings,
-        RelaxSettings,
-        StructureDefaults,
     )
 
-    out = Path(args.out)
-    files = {k: out / v for k, v in MATERIAL_FILES.items()}
-    cfg = io.read_yaml(args.config) if args.config else {}
+    _, files, cfg, structures, spec, phono, relax, defaults, overrides = _inputs(args)
     resolved = _reference(args, cfg)
-    structures_cfg = args.structures or cfg.get("structures")
-    structures = (
-        Path(structures_cfg) if structures_cfg else io.reference_file(resolved, "structures")
-    )
-    spec = model_spec(args.model, cfg.get("model_definitions"))
-    phono_cfg = dict(cfg.get("phono3py") or {})
-    if args.mesh:
-        phono_cfg["mesh"] = tuple(args.mesh)
-    phono = Phono3pySettings.from_mapping(phono_cfg)
-    relax = RelaxSettings.from_mapping(cfg.get("relax"))
     gcfg = dict(cfg.get("gruneisen") or {})
     settings = GruneisenSettings.from_mapping(gcfg)
-    defaults = StructureDefaults.from_mapping(cfg.get("structure_defaults"))
-    overrides = cfg.get("material_overrides") or {}
     _, material = steps.load_material(structures, args.material, defaults, overrides)
     loaded = None
 
