@@ -71,6 +71,34 @@ def _inputs(args: argparse.Namespace) -> tuple:
     return out, files, cfg, structures, spec, phono, relax, defaults, overrides
 
 
+def _relax_and_fc2(todo, args, files, structures, spec, relax, phono, defaults, overrides, model):
+    """The relax and fc2 steps shared by ``kappa`` and ``gruneisen`` (those in ``todo``)."""
+    from kappaflow import steps
+
+    if "relax" in todo:
+        steps.run_relax(
+            structures,
+            args.material,
+            spec,
+            relax,
+            files["relaxed"],
+            defaults=defaults,
+            overrides=overrides,
+            loaded=model(),
+        )
+    if "fc2" in todo:
+        steps.run_fc2(
+            files["relaxed"],
+            spec,
+            phono,
+            files["fc2"],
+            files["forces_fc2"],
+            files["disp"],
+            files["phonons"],
+            loaded=model(),
+        )
+
+
 def cmd_kappa(args: argparse.Namespace) -> int:
     from kappaflow.runtime import configure_threads
 
@@ -99,28 +127,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
         else steps.first_outdated_step(files, spec.key, material, relax, kappa_settings)
     )
     todo = steps.STEP_ORDER[steps.STEP_ORDER.index(first) :] if first else ()
-    if "relax" in todo:
-        steps.run_relax(
-            structures,
-            args.material,
-            spec,
-            relax,
-            files["relaxed"],
-            defaults=defaults,
-            overrides=overrides,
-            loaded=model(),
-        )
-    if "fc2" in todo:
-        steps.run_fc2(
-            files["relaxed"],
-            spec,
-            phono,
-            files["fc2"],
-            files["forces_fc2"],
-            files["disp"],
-            files["phonons"],
-            loaded=model(),
-        )
+    _relax_and_fc2(todo, args, files, structures, spec, relax, phono, defaults, overrides, model)
     if "fc3" in todo:
         steps.run_fc3(
             files["relaxed"],
@@ -185,28 +192,8 @@ def cmd_gruneisen(args: argparse.Namespace) -> int:
             files, spec.key, material, relax, KappaSettings((300.0,), phono)
         )
     )
-    if first == "relax":
-        steps.run_relax(
-            structures,
-            args.material,
-            spec,
-            relax,
-            files["relaxed"],
-            defaults=defaults,
-            overrides=overrides,
-            loaded=model(),
-        )
-    if first in ("relax", "fc2"):
-        steps.run_fc2(
-            files["relaxed"],
-            spec,
-            phono,
-            files["fc2"],
-            files["forces_fc2"],
-            files["disp"],
-            files["phonons"],
-            loaded=model(),
-        )
+    todo = steps.STEP_ORDER[steps.STEP_ORDER.index(first) :] if first else ()
+    _relax_and_fc2(todo, args, files, structures, spec, relax, phono, defaults, overrides, model)
     current = (
         first not in ("relax", "fc2")
         and files["gruneisen"].exists()
