@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works unin
 from kappaflow import io as kio
 from kappaflow.calculators import model_spec
 from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
+from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES, raised_runtime
 from kappaflow.settings import (
     GruneisenSettings,
     Phono3pySettings,
@@ -101,6 +102,52 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     material="|".join(map(re.escape, MATERIALS)),
     temperature=r"\d+",
+
+
+# ----------------------------------------------------------------- runtime
+# Wall-time limit (minutes) of each compute job: the rule's base (kappaflow.runtime
+# defaults, or `set-resources: RULE: runtime_base: N` in a profile) doubled for every
+# earlier SLURM job of the same rule and wildcards that SLURM killed at its time limit
+# (read from the SLURM plugin's kept logs). So a timed-out job comes back on the next
+# invocation, or on a retry, with a longer limit. `set-resources: RULE: runtime: N`
+# pins the value instead (no raise).
+
+
+def _slurm_logdir():
+    settings = getattr(workflow, "executor_settings", None)
+    logdir = getattr(settings, "logdir", None)
+    if logdir and Path(logdir).is_absolute():
+        return Path(logdir)
+    if logdir:
+        return Path(getattr(workflow, "workdir_init", ".")) / logdir
+    return Path(".snakemake/slurm_logs")
+
+
+def _runtime_base(rule):
+    overrides = workflow.resource_settings.overwrite_resources.get(rule) or {}
+    if "runtime_base" not in overrides:
+        return DEFAULT_RUNTIME_MINUTES[rule]
+    base = overrides["runtime_base"]
+    raw = str(getattr(base, "raw", base)).strip("'\" ")
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"set-resources {rule}:runtime_base={raw!r}: give whole minutes, e.g. 120"
+        ) from None
+    if minutes < 1:
+        raise ValueError(f"set-resources {rule}:runtime_base={minutes}: must be >= 1 minute")
+    return minutes
+
+
+def runtime_for(rule):
+    base = _runtime_base(rule)
+
+    def runtime(wildcards):
+        kills = kio.slurm_time_limit_kills(_slurm_logdir(), rule, wildcards)
+        return raised_runtime(base, kills)
+
+    return runtime
 
 
 def get_model(wildcards):

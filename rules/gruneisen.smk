@@ -19,7 +19,7 @@ rule gruneisen:
     threads: 1
     resources:
         mem_mb=6000,
-        runtime=120,
+        runtime=runtime_for("gruneisen"),
     params:
         model=get_model,
         settings=config["gruneisen"],
@@ -47,7 +47,7 @@ rule gruneisen_fc3_check:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=runtime_for("gruneisen_fc3_check"),
     params:
         settings=config["gruneisen"],
         phono3py=config["phono3py"],

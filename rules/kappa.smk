@@ -20,7 +20,7 @@ rule kappa:
     threads: 8
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=runtime_for("kappa"),
     params:
         temperatures=TEMPS,
         settings=config["phono3py"],

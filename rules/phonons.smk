@@ -18,7 +18,7 @@ rule fc2:
     threads: 1
     resources:
         mem_mb=6000,
-        runtime=60,
+        runtime=runtime_for("fc2"),
     params:
         model=get_model,
         settings=config["phono3py"],
@@ -42,7 +42,7 @@ rule fc3:
     threads: 1
     resources:
         mem_mb=6000,
-        runtime=240,
+        runtime=runtime_for("fc3"),
     params:
         model=get_model,
         settings=config["phono3py"],

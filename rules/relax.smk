@@ -12,7 +12,7 @@ rule relax:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=runtime_for("relax"),
     params:
         model=get_model,
         settings=config["relax"],

@@ -4,9 +4,9 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow.runtime import configure_threads
+from kappaflow.runtime import start_job
 
-configure_threads(snakemake.threads)
+start_job(snakemake.threads)
 from kappaflow import steps
 from kappaflow.calculators import ModelSpec
 from kappaflow.settings import Phono3pySettings

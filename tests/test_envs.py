@@ -30,7 +30,7 @@ PIP_SPEC = re.compile(
 # not packages of the strict extra: the interpreter, and pip itself
 NOT_IN_STRICT = {"python", "pip"}
 # the workflow driver: runs outside the rule envs (the `script:` jobs do not import it)
-DRIVER_ONLY = {"snakemake"}
+DRIVER_ONLY = {"snakemake", "snakemake-executor-plugin-slurm"}
 COMMON = {"phono3py", "phonopy", "ase", "numpy"}
 MODEL_PACKAGES = {"torch", "mace-torch", "e3nn", "chgnet", "sevenn"}
 

@@ -407,3 +407,79 @@ def test_dot_test_threads_and_report(dot_test_run, env):
     check_ok(proc)
     html = (dot_test_run.workdir / "report.html").read_text(errors="replace")
     assert "kappa-vs-T-emt.svg" in html and "metrics.csv" in html
+
+
+# ------------------------------------------------------------------ runtime limits
+
+
+def _runtimes(output: str) -> dict[tuple[str, str], int]:
+    """(rule, material) -> runtime of every planned job that has one."""
+    out = {}
+    for block in re.split(r"\n\s*\n", output):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
+        material = re.search(r"material=([\w.+-]+)", block)
+        runtime = re.search(r"runtime=(\d+)", block)
+        if rule and material and runtime:
+            out[(rule[1], material[1])] = int(runtime[1])
+    return out
+
+
+def test_runtime_doubles_after_a_slurm_time_limit_kill(env, tmp_path):
+    """Base runtime per rule (kappaflow.runtime), `runtime_base` from set-resources, and
+    x2 for every SLURM log of the same rule and material that says DUE TO TIME LIMIT
+    (the plugin's layout: .snakemake/slurm_logs/rule_<rule>/<model>_<material>/<id>.log)."""
+    from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES
+
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, tmp_path / name)
+    logs = tmp_path / ".snakemake" / "slurm_logs"
+    (logs / "rule_kappa" / "emt_Cu-fcc").mkdir(parents=True)
+    (logs / "rule_kappa" / "emt_Cu-fcc" / "17.log").write_text(
+        "slurmstepd: error: *** JOB 17 ON n1 CANCELLED AT 2026-01-01T00:00:00 DUE TO TIME LIMIT ***\n"
+    )
+    (logs / "rule_kappa" / "emt_Cu-fcc" / "18.log").write_text("finished, no kill\n")
+    (logs / "rule_fc3" / "emt_Ag-fcc").mkdir(parents=True)
+    for job in (20, 21):
+        (logs / "rule_fc3" / "emt_Ag-fcc" / f"{job}.log").write_text("... DUE TO TIME LIMIT ***\n")
+    proc = run_dot_test(tmp_path, env, "-n", "--set-resources", "relax:runtime_base=7")
+    check_ok(proc)
+    runtimes = _runtimes(proc.stdout)
+    assert runtimes[("kappa", "Cu-fcc")] == 2 * DEFAULT_RUNTIME_MINUTES["kappa"]
+    assert runtimes[("kappa", "Ag-fcc")] == DEFAULT_RUNTIME_MINUTES["kappa"]
+    assert runtimes[("fc3", "Ag-fcc")] == 4 * DEFAULT_RUNTIME_MINUTES["fc3"]
+    assert runtimes[("fc3", "Cu-fcc")] == DEFAULT_RUNTIME_MINUTES["fc3"]
+    assert runtimes[("relax", "Cu-fcc")] == runtimes[("relax", "Ag-fcc")] == 7
+    assert runtimes[("gruneisen", "Cu-fcc")] == DEFAULT_RUNTIME_MINUTES["gruneisen"]
+
+
+def test_bad_runtime_base_fails_at_start_naming_it(env, tmp_path):
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, tmp_path / name)
+    proc = run_dot_test(tmp_path, env, "-n", "--set-resources", "kappa:runtime_base=0")
+    assert proc.returncode != 0
+    assert "kappa:runtime_base=0" in proc.stdout and "Job stats:" not in proc.stdout
+
+
+def test_slurm_profile_dry_run(env, tmp_path):
+    """profiles/slurm parses with the pinned snakemake + plugin: force rules ask for a
+    GPU, the conductivity for none, runtimes are kappaflow's (no SLURM needed)."""
+    from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES
+
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, tmp_path / name)
+    proc = run_dot_test(tmp_path, env, "-n", "--workflow-profile", REPO / "profiles" / "slurm")
+    check_ok(proc)
+    assert f"Using workflow specific profile {REPO / 'profiles' / 'slurm'}" in proc.stdout
+    resources = {}
+    for block in re.split(r"\n\s*\n", proc.stdout):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
+        if rule and res:
+            resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
+    for rule in ("relax", "fc2", "fc3", "gruneisen"):
+        assert resources[rule].get("gpu") == "1", (rule, resources[rule])
+    for rule in ("kappa", "gruneisen_fc3_check", "gather", "metrics"):
+        assert "gpu" not in resources[rule], (rule, resources[rule])
+    for rule, minutes in DEFAULT_RUNTIME_MINUTES.items():
+        assert resources[rule]["runtime"] == str(minutes), rule
+    assert int(resources["kappa"]["mem_mb"]) >= 16000

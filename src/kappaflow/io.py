@@ -499,3 +499,31 @@ def read_melting_points(path: str | os.PathLike | None) -> pd.DataFrame | None:
     if missing:
         raise ValueError(f"{path}: melting-point table misses column(s) {sorted(missing)}")
     return df
+
+
+# ------------------------------------------------------------- SLURM job logs
+
+#: What slurmstepd writes into a job's output when SLURM ends it at its time limit.
+SLURM_TIME_LIMIT_MARK = "DUE TO TIME LIMIT"
+
+
+def slurm_job_logdir(logdir: str | os.PathLike, rule: str, wildcard_values) -> Path:
+    """Where snakemake-executor-plugin-slurm writes the SLURM logs of one job:
+    ``{logdir}/rule_{rule}/{wildcard values joined by '_'}/{jobid}.log``."""
+    return Path(logdir) / f"rule_{rule}" / "_".join(map(str, wildcard_values)).replace("/", "_")
+
+
+def slurm_time_limit_kills(logdir: str | os.PathLike, rule: str, wildcard_values) -> int:
+    """How many earlier SLURM jobs of this (rule, wildcards) were killed for their
+    time limit, counted from the plugin's kept logs (failed jobs' logs are kept)."""
+    folder = slurm_job_logdir(logdir, rule, wildcard_values)
+    if not folder.is_dir():
+        return 0
+    kills = 0
+    for log in folder.glob("*.log"):
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        kills += SLURM_TIME_LIMIT_MARK in text
+    return kills

@@ -1,4 +1,5 @@
-"""Thread settings of one job. Imports nothing heavy, so it can run first.
+"""Thread settings, scheduler context and runtime limits of one job. Imports nothing
+heavy, so it can run first.
 
 phono3py's C backend reads ``OMP_NUM_THREADS`` and its Rust backend (phonors)
 ``RAYON_NUM_THREADS`` when their pools start, i.e. at first use after import; both
@@ -37,3 +38,62 @@ def configure_threads(threads: int) -> dict[str, int]:
 
 def current_threads() -> dict[str, str | None]:
     return {var: os.environ.get(var) for var in THREAD_VARS}
+
+
+#: SLURM variables a job records (provenance and the first line of its log).
+SLURM_VARS = {
+    "job_id": "SLURM_JOB_ID",
+    "array_task_id": "SLURM_ARRAY_TASK_ID",
+    "partition": "SLURM_JOB_PARTITION",
+    "node": "SLURMD_NODENAME",
+    "cpus_per_task": "SLURM_CPUS_PER_TASK",
+    "gpus": "SLURM_GPUS",
+}
+
+
+def scheduler_context(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """``{"scheduler": "slurm", "job_id": ..., ...}`` inside a SLURM job, else ``{}``."""
+    env = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    out = {"scheduler": "slurm"}
+    out.update({k: env[v] for k, v in SLURM_VARS.items() if v in env})
+    return out
+
+
+def start_job(threads: int) -> str:
+    """First call of every compute script: set the threads, print one banner line on
+    stderr (the rule's log) saying where the job runs, and return that line."""
+    configure_threads(threads)
+    ctx = scheduler_context()
+    where = " ".join(f"{k}={v}" for k, v in ctx.items()) if ctx else "scheduler=none"
+    line = f"[kappaflow] job start: threads={int(threads)} {where}"
+    print(line, file=sys.stderr, flush=True)
+    return line
+
+
+#: Base wall-time limits (minutes) of the compute rules, before any raise. Generous for
+#: one material of the 103 on one GPU (force rules) or 16 cores (kappa); the measured
+#: figures are in docs/benchmarks.md. Override per rule with config ``runtime_minutes``.
+DEFAULT_RUNTIME_MINUTES = {
+    "relax": 30,
+    "fc2": 60,
+    "fc3": 360,
+    "kappa": 720,
+    "gruneisen": 120,
+    "gruneisen_fc3_check": 60,
+}
+
+
+def raised_runtime(
+    base_minutes: int, time_limit_kills: int, factor: int = 2, max_raises: int = 4
+) -> int:
+    """Runtime (minutes) for the next submission of a job SLURM killed
+    ``time_limit_kills`` times for its time limit: ``base * factor**kills``, at most
+    ``max_raises`` raises (x16 by default), so a job that can never finish stops
+    growing its request."""
+    if base_minutes < 1:
+        raise ValueError(f"runtime must be >= 1 minute, got {base_minutes}")
+    if time_limit_kills < 0:
+        raise ValueError(f"time_limit_kills must be >= 0, got {time_limit_kills}")
+    return int(base_minutes) * int(factor) ** min(int(time_limit_kills), int(max_raises))

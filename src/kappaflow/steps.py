@@ -21,7 +21,7 @@ import pandas as pd
 
 from kappaflow import io
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
-from kappaflow.runtime import current_threads
+from kappaflow.runtime import current_threads, scheduler_context
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, StructureDefaults
 from kappaflow.structures import MaterialSpec, frame_for, materials_table
 
@@ -37,6 +37,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
         "host": platform.node(),
         "python": platform.python_version(),
         "threads": current_threads(),
+        "scheduler": scheduler_context(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }
