@@ -224,6 +224,26 @@ def read_structures(path: str | os.PathLike) -> list[Atoms]:
     return frames
 
 
+def write_frames(path: str | os.PathLike, frames: list[Atoms]) -> None:
+    """Many frames as one extxyz (training structures, labels), written atomically."""
+    clean = []
+    for at in frames:
+        a = at.copy()
+        a.calc = None
+        a.constraints = []
+        clean.append(a)
+    with atomic_path(path) as tmp:
+        write(tmp, clean, format="extxyz")
+
+
+def read_frames(path: str | os.PathLike) -> list[Atoms]:
+    """Every frame of an extxyz (labels keep their info/arrays keys and calculator results)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {path}")
+    return read(path, index=":", format="extxyz")
+
+
 _ARRAY_COLUMNS = (
     "q_mesh",
     "temperatures",

@@ -1,0 +1,553 @@
+"""Fine-tuning protocol (PROTOCOL §12): training structures out, labels in, MACE fine-tuned
+with mace's own entry point, before/after comparison split by composition.
+
+Status (issue 5, in progress): these functions are tested (tests/test_finetune.py); the
+CLI subcommands, the workflow rules and the offline before/after protocol test are not
+built yet.
+
+Pure functions on ASE Atoms, numpy arrays and pandas tables; files are read and written by
+kappaflow.io, mace is run as a subprocess (``python -m mace.cli.run_train``).
+
+Choices made in the open (config ``finetune:``, README "Fine-tuning"):
+- exported structures are built on the *reference* (PhononDB/DFT) geometry of each
+  material: the displaced fc2/fc3 supercells of the benchmark (0.03 Å, same supercells)
+  and/or rattled fc3 supercells (Gaussian, seeded, amplitude in Å);
+- labels without energies train on forces only (mace gives such frames energy weight 0;
+  isolated-atom energies then come from the foundation model, ``E0s=foundation``);
+- naive fine-tuning unless a replay file is given (then mace's multi-head fine-tuning
+  with that file as the pre-training head; mace's default replay set is a download).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+
+#: info keys of every exported frame (they survive an extxyz round trip)
+ID_KEY = "kf_id"
+MATERIAL_KEY = "kf_material"
+KIND_KEY = "kf_kind"
+DISP_ATOM_KEY = "kf_disp_atom"
+DISP_KEY = "kf_disp"
+
+#: mace's key names for the labels kappaflow writes (REF_ keeps ASE's calculator apart)
+ENERGY_KEY = "REF_energy"
+FORCES_KEY = "REF_forces"
+STRESS_KEY = "REF_stress"
+
+#: |F| above this (eV/Å) is taken as a unit mix-up, |E|/atom above this (eV) likewise
+MAX_FORCE = 100.0
+MAX_ENERGY_PER_ATOM = 1000.0
+POSITION_TOL = 1e-4  # Å, labelled vs exported positions
+
+
+class LabelError(ValueError):
+    """Labels that cannot be used; the message names the file and frame."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    displaced: tuple[str, ...] = ("fc2", "fc3")  # which displacement sets to export
+    max_displaced: int | None = None  # per material and set: a seeded subsample
+    rattled: int = 0  # rattled fc3 supercells per material
+    rattle_amplitude: float = 0.05  # Å, standard deviation per Cartesian component
+    seed: int = 0
+
+    def __post_init__(self):
+        unknown = set(self.displaced) - {"fc2", "fc3"}
+        if unknown:
+            raise ValueError(f"finetune.export.displaced: unknown set(s) {sorted(unknown)}")
+        if self.rattled < 0:
+            raise ValueError(f"finetune.export.rattled must be >= 0, got {self.rattled}")
+        if self.rattle_amplitude <= 0:
+            raise ValueError("finetune.export.rattle_amplitude must be > 0 Å")
+        if self.max_displaced is not None and self.max_displaced < 1:
+            raise ValueError("finetune.export.max_displaced must be >= 1 or null")
+        if not self.displaced and self.rattled == 0:
+            raise ValueError("finetune.export: nothing to export (no displaced sets, rattled: 0)")
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any] | None) -> ExportSettings:
+        m = dict(m or {})
+        if "displaced" in m:
+            m["displaced"] = tuple(m["displaced"])
+        return cls(**m)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "displaced": list(self.displaced)}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """mace run_train settings kappaflow sets; ``extra_args`` passes anything else."""
+
+    epochs: int = 50
+    lr: float = 1.0e-3
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 0.0
+    valid_fraction: float = 0.1
+    seed: int = 0
+    batch_size: int = 4
+    default_dtype: str = "float64"
+    replay_file: str | None = None  # multi-head fine-tuning with this pre-training set
+    num_samples_pt: int | None = None
+    device: str = "auto"
+    extra_args: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"finetune.train.epochs must be >= 1, got {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"finetune.train.lr must be > 0, got {self.lr}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError("finetune.train.valid_fraction must be in (0, 1)")
+        for name in ("energy_weight", "forces_weight", "stress_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"finetune.train.{name} must be >= 0")
+        if self.default_dtype not in ("float32", "float64"):
+            raise ValueError("finetune.train.default_dtype must be float32 or float64")
+        if self.batch_size < 1:
+            raise ValueError("finetune.train.batch_size must be >= 1")
+
+    @classmethod
+    def from_mapping(cls, m: dict[str, Any] | None) -> TrainSettings:
+        m = dict(m or {})
+        if "extra_args" in m:
+            m["extra_args"] = tuple(str(a) for a in m["extra_args"])
+        return cls(**m)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "extra_args": list(self.extra_args)}
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _subsample(n: int, keep: int | None, rng: np.random.Generator) -> list[int]:
+    if keep is None or keep >= n:
+        return list(range(n))
+    return sorted(int(i) for i in rng.choice(n, size=keep, replace=False))
+
+
+def _tag(at: Atoms, material_id: str, kind: str, index: int) -> Atoms:
+    at.info[ID_KEY] = f"{material_id}/{kind}/{index}"
+    at.info[MATERIAL_KEY] = material_id
+    at.info[KIND_KEY] = kind
+    at.info["config_type"] = kind
+    return at
+
+
+def export_material(ph3, material_id: str, settings: ExportSettings) -> list[Atoms]:
+    """Training structures of one material from a Phono3py object with displacements
+    (kappaflow.phonons.init_phono3py on the reference geometry)."""
+    from kappaflow.phonons import to_ase_atoms
+
+    # a stable per-material stream: the same material gets the same frames whatever else
+    # is exported with it
+    seed = [settings.seed, *material_id.encode()]
+    rng = np.random.default_rng(seed)
+    frames: list[Atoms] = []
+    sets = {
+        "fc2": (ph3.phonon_supercells_with_displacements, ph3.phonon_dataset),
+        "fc3": (ph3.supercells_with_displacements, ph3.dataset),
+    }
+    for kind in settings.displaced:
+        cells, dataset = sets[kind]
+        disps = _flat_displacements(dataset, kind)
+        valid = [i for i, c in enumerate(cells) if c is not None]
+        for j in _subsample(len(valid), settings.max_displaced, rng):
+            i = valid[j]
+            at = _tag(to_ase_atoms(cells[i]), material_id, f"{kind}_disp", i)
+            atom, vec = disps[i]
+            at.info[DISP_ATOM_KEY] = int(atom)
+            at.info[DISP_KEY] = np.asarray(vec, dtype=float)
+            frames.append(at)
+    if settings.rattled:
+        base = to_ase_atoms(ph3.supercell)
+        for i in range(settings.rattled):
+            at = base.copy()
+            at.positions = at.positions + rng.normal(
+                0.0, settings.rattle_amplitude, size=at.positions.shape
+            )
+            frames.append(_tag(at, material_id, "rattled", i))
+    return frames
+
+
+def _flat_displacements(dataset: dict[str, Any], kind: str) -> list[tuple[int, np.ndarray]]:
+    """(displaced atom, vector) of each supercell in phono3py's order; for fc3 pairs, the
+    second displacement (the one that differs from the first-level supercell)."""
+    out: list[tuple[int, np.ndarray]] = []
+    if kind == "fc2":
+        return [(d["number"], np.asarray(d["displacement"])) for d in dataset["first_atoms"]]
+    firsts = dataset["first_atoms"]
+    out += [(d["number"], np.asarray(d["displacement"])) for d in firsts]
+    for d1 in firsts:
+        for d2 in d1.get("second_atoms", []):
+            out.append((d2["number"], np.asarray(d2["displacement"])))
+    return out
+
+
+def manifest(frames: Sequence[Atoms], settings: ExportSettings, source: str) -> dict[str, Any]:
+    """What was exported: settings, counts per material and kind, atoms in total."""
+    counts: dict[str, dict[str, int]] = {}
+    for at in frames:
+        m, k = at.info[MATERIAL_KEY], at.info[KIND_KEY]
+        counts.setdefault(m, {}).setdefault(k, 0)
+        counts[m][k] += 1
+    return {
+        "source_structures": source,
+        "settings": settings.as_dict(),
+        "n_frames": len(frames),
+        "n_atoms": int(sum(len(a) for a in frames)),
+        "materials": sorted(counts),
+        "counts": counts,
+        "ids": [a.info[ID_KEY] for a in frames],
+        "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3"},
+        "label_keys": {"energy": ENERGY_KEY, "forces": FORCES_KEY, "stress": STRESS_KEY},
+    }
+
+
+def label_frames(frames: Iterable[Atoms], calc, with_stress: bool = False) -> list[Atoms]:
+    """Label exported frames with an ASE calculator (a stand-in for DFT in tests, or a
+    teacher model): energy and forces (and stress) under mace's REF_ keys."""
+    out = []
+    for at in frames:
+        a = at.copy()
+        a.calc = calc
+        a.info[ENERGY_KEY] = float(a.get_potential_energy())
+        a.arrays[FORCES_KEY] = np.asarray(a.get_forces(), dtype=float)
+        if with_stress:
+            a.info[STRESS_KEY] = np.asarray(a.get_stress(voigt=False), dtype=float)
+        a.calc = None
+        out.append(a)
+    return out
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _frame_labels(at: Atoms) -> tuple[float | None, np.ndarray | None]:
+    """(energy, forces) from kappaflow's REF_ keys, common info/array keys, or an ASE
+    SinglePointCalculator (how ase.io reads energy=/forces= columns)."""
+    energy = at.info.get(ENERGY_KEY, at.info.get("energy", at.info.get("dft_energy")))
+    forces = None
+    for key in (FORCES_KEY, "forces", "dft_forces"):
+        if key in at.arrays:
+            forces = np.asarray(at.arrays[key], dtype=float)
+            break
+    if at.calc is not None:
+        results = getattr(at.calc, "results", {})
+        if forces is None and "forces" in results:
+            forces = np.asarray(results["forces"], dtype=float)
+        if energy is None and "energy" in results:
+            energy = results["energy"]
+    return (None if energy is None else float(energy)), forces
+
+
+def validate_labels(
+    labelled: Sequence[Atoms], exported: Sequence[Atoms] | None, source: str
+) -> list[Atoms]:
+    """Check labels frame by frame and return frames with mace's REF_ keys set.
+
+    Matching: by the exported id (``kf_id``) when the frames carry it, else by order;
+    species and positions must equal the exported frame (POSITION_TOL Å, modulo the
+    lattice). Refused, naming file and frame: missing or mis-shaped forces, NaN/inf,
+    |F| > MAX_FORCE eV/Å or |E|/atom > MAX_ENERGY_PER_ATOM eV (units), forces that do not
+    restore the displaced atom in most displaced frames (a sign error: gradients instead
+    of forces).
+    """
+    by_id = {a.info[ID_KEY]: a for a in exported} if exported is not None else {}
+    out: list[Atoms] = []
+    restoring = []
+    for i, at in enumerate(labelled):
+        where = f"{source}, frame {i}"
+        ref = None
+        if exported is not None:
+            key = at.info.get(ID_KEY)
+            if key is not None:
+                if key not in by_id:
+                    raise LabelError(f"{where}: id {key!r} is not among the exported structures")
+                ref = by_id[key]
+            elif i < len(exported):
+                ref = exported[i]
+            else:
+                raise LabelError(
+                    f"{where}: more labelled frames ({len(labelled)}) than exported "
+                    f"({len(exported)}) and no {ID_KEY} to match them"
+                )
+            where += f" ({ref.info[ID_KEY]})"
+            if at.get_chemical_symbols() != ref.get_chemical_symbols():
+                raise LabelError(f"{where}: atoms differ from the exported structure")
+            if not np.allclose(at.cell[:], ref.cell[:], atol=POSITION_TOL):
+                raise LabelError(f"{where}: cell differs from the exported structure")
+            d = at.get_scaled_positions(wrap=False) - ref.get_scaled_positions(wrap=False)
+            d -= np.round(d)
+            if np.abs(d @ ref.cell[:]).max() > POSITION_TOL:
+                raise LabelError(
+                    f"{where}: positions differ from the exported structure by up to "
+                    f"{np.abs(d @ ref.cell[:]).max():.3g} Å"
+                )
+        energy, forces = _frame_labels(at)
+        if forces is None:
+            raise LabelError(f"{where}: no forces (looked for {FORCES_KEY}, forces, calculator)")
+        if forces.shape != (len(at), 3):
+            raise LabelError(f"{where}: forces have shape {forces.shape}, expected ({len(at)}, 3)")
+        if not np.all(np.isfinite(forces)):
+            raise LabelError(f"{where}: forces contain NaN or inf")
+        fmax = float(np.abs(forces).max())
+        if fmax > MAX_FORCE:
+            raise LabelError(
+                f"{where}: |F| up to {fmax:.3g} — forces must be eV/Å (Ha/Bohr x 51.42, "
+                "Ry/Bohr x 25.71, kcal/mol/Å / 23.06)"
+            )
+        if energy is not None:
+            if not np.isfinite(energy):
+                raise LabelError(f"{where}: energy is NaN or inf")
+            if abs(energy) / len(at) > MAX_ENERGY_PER_ATOM:
+                raise LabelError(
+                    f"{where}: {energy / len(at):.4g} per atom — energies must be eV "
+                    "(not meV, kJ/mol)"
+                )
+        src = ref if ref is not None else at
+        if DISP_ATOM_KEY in src.info and DISP_KEY in src.info:
+            u = np.asarray(src.info[DISP_KEY], dtype=float)
+            restoring.append(float(forces[int(src.info[DISP_ATOM_KEY])] @ u) < 0)
+        clean = Atoms(at.get_chemical_symbols(), cell=at.cell[:], positions=at.positions, pbc=True)
+        clean.info.update({k: v for k, v in src.info.items() if k.startswith("kf_")})
+        clean.info["config_type"] = src.info.get(KIND_KEY, at.info.get("config_type", "Default"))
+        if energy is not None:
+            clean.info[ENERGY_KEY] = energy
+        clean.arrays[FORCES_KEY] = forces
+        out.append(clean)
+    if restoring and np.mean(restoring) < 0.5:
+        raise LabelError(
+            f"{source}: in {len(restoring) - sum(restoring)} of {len(restoring)} displaced frames "
+            "the force on the displaced atom points along the displacement: forces must be "
+            "-dE/dx (a sign error, or gradients given as forces)"
+        )
+    return out
+
+
+def frames_from_phono3py(ph3, source: str, material_id: str | None = None) -> list[Atoms]:
+    """Force-only training frames from a phono3py object loaded with forces
+    (phono3py_params.yaml or phono3py_disp.yaml + FORCES_FC3/FORCES_FC2, as PhononDB
+    distributes its DFT force sets). Energies: ``supercell_energies`` when present."""
+    from kappaflow.phonons import to_ase_atoms
+
+    material_id = material_id or source
+    frames: list[Atoms] = []
+    sets = [
+        ("fc3", ph3.supercells_with_displacements, ph3.dataset),
+        ("fc2", ph3.phonon_supercells_with_displacements, ph3.phonon_dataset),
+    ]
+    for kind, cells, dataset in sets:
+        if not dataset or cells is None:
+            continue
+        forces = _dataset_forces(dataset, kind)
+        if forces is None:
+            continue
+        energies = dataset.get("supercell_energies")
+        disps = _flat_displacements(dataset, kind)
+        for i, cell in enumerate(cells):
+            if cell is None:
+                continue
+            if i >= len(forces):
+                raise LabelError(f"{source}: {kind} set has {len(forces)} force sets, {i} needed")
+            at = _tag(to_ase_atoms(cell), material_id, f"{kind}_disp", i)
+            at.arrays[FORCES_KEY] = np.asarray(forces[i], dtype=float)
+            at.info[DISP_ATOM_KEY] = int(disps[i][0])
+            at.info[DISP_KEY] = disps[i][1]
+            if energies is not None:
+                at.info[ENERGY_KEY] = float(energies[i])
+            frames.append(at)
+    if not frames:
+        raise LabelError(f"{source}: no displaced supercells with forces")
+    return frames
+
+
+def _dataset_forces(dataset: dict[str, Any], kind: str) -> np.ndarray | None:
+    if "forces" in dataset:
+        return np.asarray(dataset["forces"])
+    firsts = dataset.get("first_atoms", [])
+    rows = [d.get("forces") for d in firsts]
+    if kind == "fc3":
+        rows += [d2.get("forces") for d1 in firsts for d2 in d1.get("second_atoms", [])]
+    if not rows or any(r is None for r in rows):
+        return None
+    return np.asarray(rows)
+
+
+def split_train_valid(
+    frames: Sequence[Atoms], valid_fraction: float, seed: int
+) -> tuple[list[Atoms], list[Atoms]]:
+    """Seeded split, at least one frame on each side."""
+    n = len(frames)
+    if n < 2:
+        raise LabelError(f"need at least 2 labelled frames to train and validate, got {n}")
+    n_valid = min(max(1, round(valid_fraction * n)), n - 1)
+    idx = np.random.default_rng(seed).permutation(n)
+    valid = set(int(i) for i in idx[:n_valid])
+    return [f for i, f in enumerate(frames) if i not in valid], [frames[i] for i in sorted(valid)]
+
+
+# ------------------------------------------------------------------------------ mace
+
+
+def mace_train_argv(
+    settings: TrainSettings,
+    foundation: str,
+    train_file: str,
+    valid_file: str,
+    workdir: str,
+    name: str,
+    device: str,
+) -> list[str]:
+    """Arguments of ``python -m mace.cli.run_train`` for fine-tuning ``foundation`` (a
+    mace_mp name such as ``medium``, or a local ``.model`` path)."""
+    argv = [
+        f"--name={name}",
+        f"--foundation_model={foundation}",
+        f"--train_file={train_file}",
+        f"--valid_file={valid_file}",
+        f"--work_dir={workdir}",
+        f"--model_dir={workdir}",
+        f"--log_dir={workdir}/logs",
+        f"--checkpoints_dir={workdir}/checkpoints",
+        f"--results_dir={workdir}/results",
+        f"--energy_key={ENERGY_KEY}",
+        f"--forces_key={FORCES_KEY}",
+        f"--stress_key={STRESS_KEY}",
+        "--E0s=foundation",
+        "--loss=weighted" if settings.stress_weight == 0 else "--loss=stress",
+        f"--energy_weight={settings.energy_weight}",
+        f"--forces_weight={settings.forces_weight}",
+        f"--max_num_epochs={settings.epochs}",
+        f"--lr={settings.lr}",
+        f"--batch_size={settings.batch_size}",
+        f"--valid_batch_size={settings.batch_size}",
+        f"--seed={settings.seed}",
+        f"--default_dtype={settings.default_dtype}",
+        f"--device={device}",
+        "--eval_interval=1",
+        "--error_table=PerAtomRMSE",
+        "--save_cpu",
+        "--restart_latest",
+    ]
+    if settings.stress_weight:
+        argv.append(f"--stress_weight={settings.stress_weight}")
+    if settings.replay_file:
+        argv += ["--multiheads_finetuning=True", f"--pt_train_file={settings.replay_file}"]
+        if settings.num_samples_pt:
+            argv.append(f"--num_samples_pt={settings.num_samples_pt}")
+    else:
+        argv.append("--multiheads_finetuning=False")
+    argv += list(settings.extra_args)
+    return argv
+
+
+_TABLE_ROW = re.compile(r"^\|\s*(train|valid\w*|Default_\w*)\s*\|(.*)\|\s*$", re.IGNORECASE)
+
+
+def parse_error_table(log_text: str) -> dict[str, dict[str, float]]:
+    """The last error table mace logs after training (PerAtomRMSE): set -> metric -> value
+    (meV/atom, meV/Å, as mace prints them)."""
+    tables = log_text.split("Error-table on TRAIN and VALID")
+    if len(tables) < 2:
+        return {}
+    lines = [ln.split(" - ", 1)[-1].strip() for ln in tables[-1].splitlines()]
+    header = None
+    out: dict[str, dict[str, float]] = {}
+    for ln in lines:
+        if ln.startswith("|") and "config_type" in ln:
+            header = [h.strip() for h in ln.strip("|").split("|")]
+            continue
+        if header and ln.startswith("|") and not ln.startswith("+"):
+            cells = [c.strip() for c in ln.strip("|").split("|")]
+            if len(cells) != len(header):
+                continue
+            row = {}
+            for h, c in zip(header[1:], cells[1:], strict=True):
+                try:
+                    row[h] = float(c)
+                except ValueError:
+                    pass
+            out[cells[0]] = row
+        elif header and out and not ln.startswith(("|", "+")):
+            break
+    return out
+
+
+# ------------------------------------------------------------------- before / after
+
+
+def holdout_by_composition(
+    train_materials: Iterable[str], formulas: dict[str, str]
+) -> dict[str, str]:
+    """material -> 'train' | 'same_composition' | 'held_out': held-out materials share no
+    composition (reduced formula) with any training material."""
+    train = set(train_materials)
+    unknown = train - set(formulas)
+    if unknown:
+        raise ValueError(f"training materials not in the materials table: {sorted(unknown)}")
+    seen = {formulas[m] for m in train}
+    return {
+        m: "train" if m in train else "same_composition" if f in seen else "held_out"
+        for m, f in formulas.items()
+    }
+
+
+def auto_train_materials(formulas: dict[str, str], fraction: float, seed: int) -> list[str]:
+    """Default training set: a seeded ``fraction`` of the compositions (all their
+    materials); the rest of the compositions are held out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"finetune.train_fraction must be in (0, 1), got {fraction}")
+    comps = sorted(set(formulas.values()))
+    n = max(1, round(fraction * len(comps)))
+    picked = set(np.random.default_rng(seed).choice(comps, size=n, replace=False).tolist())
+    return sorted(m for m, f in formulas.items() if f in picked)
+
+
+def before_after(
+    before: pd.DataFrame, after: pd.DataFrame, split: dict[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-material and per-split comparison of two per-material metrics tables
+    (kappaflow's results/{model}/metrics.csv: mp_id, SRD, SRE, SRME, failed...).
+
+    Returns (per_material, summary): summary rows per split (train, same_composition,
+    held_out, all) with mSRE/mSRME before/after, failures, and the same restricted to
+    materials that failed in neither run."""
+    cols = ["SRE", "SRME", "failed"]
+    b = before.set_index("mp_id")[cols].add_suffix("_before")
+    a = after.set_index("mp_id")[cols].add_suffix("_after")
+    per = b.join(a, how="inner")
+    per["split"] = [split.get(m, "held_out") for m in per.index]
+    per["dSRME"] = per["SRME_after"] - per["SRME_before"]
+    rows = []
+    for name, grp in [*per.groupby("split"), ("all", per)]:
+        ok = grp[~grp["failed_before"].astype(bool) & ~grp["failed_after"].astype(bool)]
+        rows.append(
+            {
+                "split": name,
+                "n": len(grp),
+                "mSRE_before": grp["SRE_before"].mean(),
+                "mSRE_after": grp["SRE_after"].mean(),
+                "mSRME_before": grp["SRME_before"].mean(),
+                "mSRME_after": grp["SRME_after"].mean(),
+                "failed_before": int(grp["failed_before"].astype(bool).sum()),
+                "failed_after": int(grp["failed_after"].astype(bool).sum()),
+                "n_ok_both": len(ok),
+                "mSRME_before_ok": ok["SRME_before"].mean() if len(ok) else np.nan,
+                "mSRME_after_ok": ok["SRME_after"].mean() if len(ok) else np.nan,
+            }
+        )
+    return per.reset_index(), pd.DataFrame(rows)
