@@ -3,6 +3,8 @@ errors, mace arguments, hold-out by composition, before/after tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +228,34 @@ def test_before_after_summary_hand_computed():
     assert s.loc["held_out", "mSRME_after_ok"] == pytest.approx(0.4)
     assert s.loc["all", "n"] == 3
     assert per.set_index("mp_id").loc["b", "dSRME"] == pytest.approx(-0.4)
+
+
+def test_cli_export_label_check(tmp_path, capsys):
+    """The user's path: export -> label (here EMT stands in for DFT) -> check."""
+    from kappaflow.cli import main
+
+    structures = str(Path(__file__).resolve().parents[1] / ".test" / "structures.extxyz")
+    exp = tmp_path / "exp"
+    args = ["--structures", structures, "--out", str(exp), "--rattled", "2", "--max-displaced", "4"]
+    assert main(["finetune-export", "--materials", "Cu-fcc", "Ag-fcc", *args]) == 0
+    manifest = io.read_json(exp / "manifest.json")
+    assert manifest["counts"]["Cu-fcc"] == {"fc2_disp": 1, "fc3_disp": 4, "rattled": 2}
+    assert manifest["sha256"] == io.sha256_file(exp / "structures.extxyz")
+    labels = tmp_path / "labels.extxyz"
+    exported = str(exp / "structures.extxyz")
+    assert (
+        main(["finetune-label", "--model", "emt", "--exported", exported, "--out", str(labels)])
+        == 0
+    )
+    out = tmp_path / "train.extxyz"
+    check = ["finetune-check", "--labels", str(labels), "--exported", exported, "--out", str(out)]
+    assert main(check) == 0
+    assert "n_frames=14 n_with_energy=14" in capsys.readouterr().out
+    # a label file with one frame's forces missing: exit 2, file and frame named
+    frames = io.read_frames(labels)
+    del frames[3].arrays[ft.FORCES_KEY]
+    io.write_frames(tmp_path / "bad.extxyz", frames)
+    bad = ["finetune-check", "--labels", str(tmp_path / "bad.extxyz"), "--exported", exported]
+    assert main([*bad, "--out", str(tmp_path / "x.extxyz")]) == 2
+    assert "bad.extxyz, frame 3 (" in capsys.readouterr().err
+    assert not (tmp_path / "x.extxyz").exists()

@@ -303,6 +303,60 @@ def cmd_materials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_export(args: argparse.Namespace) -> int:
+    from kappaflow import io, steps
+    from kappaflow.finetune import ExportSettings
+    from kappaflow.settings import Phono3pySettings
+
+    structures = (
+        Path(args.structures)
+        if args.structures
+        else io.reference_file(_reference(args), "structures")
+    )
+    out = Path(args.out)
+    export = ExportSettings(
+        displaced=tuple(args.sets),
+        max_displaced=args.max_displaced,
+        rattled=args.rattled,
+        rattle_amplitude=args.amplitude,
+        seed=args.seed,
+    )
+    man = steps.run_finetune_export(
+        structures,
+        args.materials,
+        export,
+        Phono3pySettings(),
+        out / "structures.extxyz",
+        out / "manifest.json",
+    )
+    print(f"n_frames={man['n_frames']}")
+    return 0
+
+
+def cmd_finetune_label(args: argparse.Namespace) -> int:
+    from kappaflow import steps
+    from kappaflow.calculators import model_spec
+
+    n = steps.run_finetune_label(
+        args.exported, model_spec(args.model), args.out, args.device, args.model_dir
+    )
+    print(f"n_labelled={n}")
+    return 0
+
+
+def cmd_finetune_check(args: argparse.Namespace) -> int:
+    from kappaflow import steps
+    from kappaflow.finetune import LabelError
+
+    try:
+        summary = steps.run_finetune_check(args.labels, args.exported, args.out)
+    except LabelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"n_frames={summary['n_frames']} n_with_energy={summary['n_with_energy']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kappaflow", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -408,6 +462,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--select", help="comma-separated ids and/or structure types (rs, zb, wz)")
     add_reference(m)
     m.set_defaults(func=cmd_materials)
+
+    fe = sub.add_parser(
+        "finetune-export", help="displaced/rattled supercells of materials, for DFT labelling"
+    )
+    fe.add_argument("--materials", nargs="+", required=True, help="material ids")
+    fe.add_argument("--out", required=True, help="folder: structures.extxyz + manifest.json")
+    fe.add_argument("--structures", help="extxyz of your own structures (default: reference set)")
+    fe.add_argument("--sets", nargs="*", default=["fc2", "fc3"], help="displacement sets")
+    fe.add_argument("--max-displaced", type=int, help="seeded subsample per material and set")
+    fe.add_argument("--rattled", type=int, default=0, help="rattled fc3 supercells per material")
+    fe.add_argument("--amplitude", type=float, default=0.05, help="rattle σ in Å")
+    fe.add_argument("--seed", type=int, default=0)
+    add_reference(fe)
+    fe.set_defaults(func=cmd_finetune_export)
+
+    fl = sub.add_parser("finetune-label", help="label exported structures with a model")
+    fl.add_argument("--model", required=True)
+    fl.add_argument("--exported", required=True, help="structures.extxyz of finetune-export")
+    fl.add_argument("--out", required=True, help="labelled extxyz")
+    fl.add_argument("--device", default="auto")
+    fl.add_argument("--model-dir", default="resources/models")
+    fl.set_defaults(func=cmd_finetune_label)
+
+    fc = sub.add_parser(
+        "finetune-check", help="validate labels (extxyz, phono3py yaml) -> one training file"
+    )
+    fc.add_argument("--labels", nargs="+", required=True)
+    fc.add_argument("--exported", help="structures.extxyz the labels must match")
+    fc.add_argument("--out", required=True)
+    fc.set_defaults(func=cmd_finetune_check)
     return parser
 
 

@@ -1,9 +1,9 @@
 """Fine-tuning protocol (PROTOCOL §12): training structures out, labels in, MACE fine-tuned
 with mace's own entry point, before/after comparison split by composition.
 
-Status (issue 5, in progress): these functions are tested (tests/test_finetune.py); the
-CLI subcommands, the workflow rules and the offline before/after protocol test are not
-built yet.
+Status (issue 5, in progress): these functions and the CLI (finetune-export,
+finetune-label, finetune-check) are tested (tests/test_finetune.py); the training rule,
+the workflow model key and the offline before/after protocol test are not built yet.
 
 Pure functions on ASE Atoms, numpy arrays and pandas tables; files are read and written by
 kappaflow.io, mace is run as a subprocess (``python -m mace.cli.run_train``).

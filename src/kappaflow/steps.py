@@ -1146,3 +1146,86 @@ def run_alpha_plot(
             )
         )
     io.write_figure(out_svg, alpha_curves(data, model))
+
+
+# ------------------------------------------------------------------ fine-tuning
+
+
+def run_finetune_export(
+    structures: str | Path,
+    material_ids: list[str],
+    export: Any,
+    phono3py_settings: Phono3pySettings,
+    out_frames: str | Path,
+    out_manifest: str | Path,
+    defaults: StructureDefaults | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Training structures for labelling (on the reference geometry) + their manifest."""
+    from kappaflow import finetune
+    from kappaflow.phonons import init_phono3py
+
+    frames_in = io.read_structures(structures)
+    table = materials_table(frames_in, defaults, overrides)
+    out: list = []
+    for mid in material_ids:
+        if mid not in table:
+            from kappaflow.structures import MaterialError
+
+            raise MaterialError(f"material {mid!r} is not in {structures}")
+        ph3 = init_phono3py(frame_for(frames_in, mid), table[mid], phono3py_settings)
+        out += finetune.export_material(ph3, mid, export)
+    man = finetune.manifest(out, export, str(structures))
+    man["phono3py"] = phono3py_settings.as_dict()
+    io.write_frames(out_frames, out)
+    man["sha256"] = io.sha256_file(out_frames)
+    io.write_json(out_manifest, man)
+    log(f"exported {len(out)} structures of {len(material_ids)} material(s) to {out_frames}")
+    return man
+
+
+def run_finetune_label(
+    exported: str | Path,
+    model: ModelSpec,
+    out: str | Path,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+) -> int:
+    """Label exported structures with a registry model (a stand-in for DFT, or a teacher)."""
+    from kappaflow import finetune
+
+    frames = io.read_frames(exported)
+    loaded = load_calculator(model, device, model_dir)
+    io.write_frames(out, finetune.label_frames(frames, loaded.calculator))
+    log(f"labelled {len(frames)} structures with {model.key} -> {out}")
+    return len(frames)
+
+
+def run_finetune_check(
+    labels: list[str | Path], exported: str | Path | None, out: str | Path
+) -> dict[str, Any]:
+    """Validate label files (extxyz, or phono3py yaml with forces) and write one clean
+    training extxyz; raise finetune.LabelError naming file and frame on bad labels."""
+    import phono3py
+
+    from kappaflow import finetune
+
+    reference = io.read_frames(exported) if exported else None
+    clean: list = []
+    for path in labels:
+        path = Path(path)
+        if path.suffix in (".yaml", ".yml", ".xz", ".gz", ".lzma"):
+            ph3 = phono3py.load(str(path), produce_fc=False, log_level=0)
+            frames = finetune.frames_from_phono3py(ph3, str(path))
+            clean += finetune.validate_labels(frames, None, str(path))
+        else:
+            clean += finetune.validate_labels(io.read_frames(path), reference, str(path))
+    io.write_frames(out, clean)
+    summary = {
+        "n_frames": len(clean),
+        "n_with_energy": sum(finetune.ENERGY_KEY in a.info for a in clean),
+        "files": [str(p) for p in labels],
+        "sha256": io.sha256_file(out),
+    }
+    log(f"{summary['n_frames']} labelled frames ok ({summary['n_with_energy']} with energies)")
+    return summary
