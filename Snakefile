@@ -19,6 +19,9 @@
 #   results/{model}/gruneisen-metrics.csv          per-material γ SRD/SRE (signed too)
 #   results/metrics.csv, results/metrics.md        one row per model
 #   results/plots/...                              parity, κ(T), cumulative κ
+#   results/finetune/{key}/...                     fine-tuning: export, labels, checked
+#                                                  data, {key}.model + training.json,
+#                                                  before-after.csv/.md (config finetune:)
 #   logs/{rule}/{model}/{material}.log, logs/benchmark/{rule}/{model}/{material}.tsv
 
 from snakemake.utils import min_version
@@ -38,6 +41,7 @@ include: "rules/phonons.smk"
 include: "rules/kappa.smk"
 include: "rules/evaluate.smk"
 include: "rules/gruneisen.smk"
+include: "rules/finetune.smk"
 
 
 rule all:

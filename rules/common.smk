@@ -11,7 +11,8 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works uninstalled
 
 from kappaflow import io as kio
-from kappaflow.calculators import model_spec
+from kappaflow.calculators import BUILTIN_MODELS, model_spec
+from kappaflow.finetune import FinetuneRecipe, auto_train_materials, holdout_by_composition
 from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
 from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES, raised_runtime
 from kappaflow.settings import (
@@ -20,7 +21,7 @@ from kappaflow.settings import (
     RelaxSettings,
     StructureDefaults,
 )
-from kappaflow.structures import materials_table, select_materials
+from kappaflow.structures import frame_for, materials_table, reduced_formula, select_materials
 
 
 def _retyped(value):
@@ -51,6 +52,20 @@ if "gruneisen" in config:
         for k, v in config["gruneisen"].items()
     }
 
+# finetune recipes: numbers inside export/train (not paths, names or mace arguments)
+for _recipe in (config.get("finetune") or {}).values():
+    if isinstance(_recipe, dict):
+        for _key in ("train_fraction", "match_export"):
+            if _key in _recipe:
+                _recipe[_key] = _retyped(_recipe[_key])
+        if isinstance(_recipe.get("export"), dict):
+            _recipe["export"] = _retyped(_recipe["export"])
+        if isinstance(_recipe.get("train"), dict):
+            _recipe["train"] = {
+                k: (v if k in ("replay_file", "extra_args", "device") else _retyped(v))
+                for k, v in _recipe["train"].items()
+            }
+
 validate(config, schema="../schemas/config.schema.yaml")
 # physics checks beyond the schema's shape checks (raise naming the key)
 RelaxSettings.from_mapping(config["relax"])
@@ -60,20 +75,57 @@ GRUNEISEN_SETTINGS = GruneisenSettings.from_mapping(config["gruneisen"])
 GRUNEISEN = bool(config["gruneisen"]["enabled"])
 
 REFERENCE = resolve_reference_dir(config_dir=config["reference"]["dir"])
-REFERENCE_KAPPA = str(kio.reference_file(REFERENCE, KAPPA_KEYS[config["reference"]["kappa"]]))
 STRUCTURES = config["structures"] or str(kio.reference_file(REFERENCE, "structures"))
 
-_table = materials_table(kio.read_structures(STRUCTURES), DEFAULTS, config["material_overrides"])
+_frames = kio.read_structures(STRUCTURES)
+_table = materials_table(_frames, DEFAULTS, config["material_overrides"])
 MATERIALS = select_materials(_table, config["materials"])
 MATERIALS_TABLE = pd.DataFrame([_table[m].as_dict() for m in MATERIALS])
 for _, _row in MATERIALS_TABLE.iterrows():
     validate(_row.drop("defaults_used").to_dict(), schema="../schemas/materials.schema.yaml")
+FORMULAS = {m: reduced_formula(frame_for(_frames, m)) for m in _table}
 
-MODELS = list(dict.fromkeys(config["models"]))
+# ---------------------------------------------------------------- fine-tuning
+# Each finetune key is a model key: its model file is made by rule finetune_train and
+# its base (the "before") is benchmarked with it (rules/finetune.smk).
+MODEL_DEFINITIONS = dict(config["model_definitions"])
+FINETUNE = {}
+for _key, _recipe in (config.get("finetune") or {}).items():
+    if _key in BUILTIN_MODELS or _key in MODEL_DEFINITIONS or _key == "finetune":
+        raise ValueError(f"config finetune.{_key}: the key is already a model; choose a new name")
+    FINETUNE[_key] = FinetuneRecipe.from_mapping(_key, _recipe)
+    MODEL_DEFINITIONS[_key] = {"family": "mace", "path": f"results/finetune/{_key}/{_key}.model"}
+FT_TRAIN, FT_SPLIT = {}, {}
+for _key, _r in FINETUNE.items():
+    if model_spec(_r.base, MODEL_DEFINITIONS).family != "mace":
+        raise ValueError(f"config finetune.{_key}.base: {_r.base!r} is not a mace model")
+    if _r.label_with:
+        model_spec(_r.label_with, MODEL_DEFINITIONS)
+    FT_TRAIN[_key] = (
+        auto_train_materials({m: FORMULAS[m] for m in MATERIALS}, _r.train_fraction, _r.train.seed)
+        if _r.train_materials == "auto"
+        else select_materials(_table, list(_r.train_materials))
+    )
+    FT_SPLIT[_key] = holdout_by_composition(
+        FT_TRAIN[_key], {m: FORMULAS[m] for m in {*MATERIALS, *FT_TRAIN[_key]}}
+    )
+
+# the DFT reference, or (reference.kappa: model:KEY) another model's gathered κ, e.g. the
+# model that labelled the fine-tuning data when no DFT is at hand
+_ref_kappa = config["reference"]["kappa"]
+REFERENCE_MODEL = _ref_kappa.split(":", 1)[1] if _ref_kappa.startswith("model:") else None
+_extra_models = [k for _r in FINETUNE.values() for k in (_r.base, _r.key)]
+_extra_models += [REFERENCE_MODEL] if REFERENCE_MODEL else []
+MODELS = list(dict.fromkeys([*config["models"], *_extra_models]))
 for _m in MODELS:
-    model_spec(_m, config["model_definitions"])  # fails at start naming an unknown model
+    model_spec(_m, MODEL_DEFINITIONS)  # fails at start naming an unknown model
 TEMPS = [float(t) for t in config["temperatures"]]
-REFERENCE_IDS = set(kio.read_kappa_table(REFERENCE_KAPPA).index)
+if REFERENCE_MODEL:
+    REFERENCE_KAPPA = f"results/{REFERENCE_MODEL}/kappa.json.gz"
+    REFERENCE_IDS = set(MATERIALS)
+else:
+    REFERENCE_KAPPA = str(kio.reference_file(REFERENCE, KAPPA_KEYS[_ref_kappa]))
+    REFERENCE_IDS = set(kio.read_kappa_table(REFERENCE_KAPPA).index)
 # parity plots only where the reference has data (300 K); κ(T) curves otherwise
 PARITY_TEMPS = [t for t in TEMPS if abs(t - 300.0) < 1e-6]
 SCORED = [m for m in MATERIALS if m in REFERENCE_IDS]
@@ -100,6 +152,7 @@ MELTING_TABLE = kio.read_melting_points(Path(workflow.basedir) / "resources/melt
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
+    ftmodel="|".join(map(re.escape, FINETUNE)) or "(?!x)x",
     material="|".join(map(re.escape, MATERIALS)),
     temperature=r"\d+",
 
@@ -150,18 +203,32 @@ def runtime_for(rule):
     return runtime
 
 
-def get_model(wildcards):
-    spec = model_spec(wildcards.model, config["model_definitions"])
+def model_dict(key):
+    spec = model_spec(key, MODEL_DEFINITIONS)
     return {"key": spec.key, "family": spec.family, "options": spec.options}
 
 
-def get_model_env(wildcards):
-    family = model_spec(wildcards.model, config["model_definitions"]).family
+def get_model(wildcards):
+    return model_dict(wildcards.model)
+
+
+def get_model_file(wildcards):
+    """A model's local checkpoint as an input: a fine-tuned model is built first, and a
+    changed file re-runs what used it."""
+    return model_dict(wildcards.model)["options"].get("path", [])
+
+
+def env_for(key):
+    family = model_spec(key, MODEL_DEFINITIONS).family
     return (
         f"../envs/{family}.yaml"
         if family in ("mace", "chgnet", "sevennet")
         else "../envs/analysis.yaml"
     )
+
+
+def get_model_env(wildcards):
+    return env_for(wildcards.model)
 
 
 def get_records(wildcards):
@@ -239,4 +306,23 @@ def get_final_output():
         out += expand("results/{model}/gruneisen-metrics.csv", model=MODELS)
         out += expand("results/plots/alpha-V-{model}.svg", model=MODELS)
         out += expand("results/plots/gamma-parity-{model}.svg", model=MODELS)
+    for key in FINETUNE:
+        out += [f"results/finetune/{key}/training.json", f"results/plots/finetune-{key}.svg"]
+        out += [f"results/finetune/{key}/before-after.{ext}" for ext in ("csv", "md")]
     return out
+
+
+def get_ft_labels(wildcards):
+    recipe = FINETUNE[wildcards.ftmodel]
+    if recipe.label_with:
+        return f"results/finetune/{wildcards.ftmodel}/labels.extxyz"
+    for path in recipe.labels:
+        if not Path(path).exists():
+            raise FileNotFoundError(
+                f"config finetune.{wildcards.ftmodel}.labels: {path!r} not found"
+            )
+    return list(recipe.labels)
+
+
+def get_ft_base_file(wildcards):
+    return model_dict(FINETUNE[wildcards.ftmodel].base)["options"].get("path", [])

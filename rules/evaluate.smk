@@ -59,6 +59,7 @@ rule metrics:
         materials=MATERIALS,
         temperature=300.0,
         computed_temperatures=TEMPS,
+        reference_model=REFERENCE_MODEL,
     script:
         "../scripts/metrics.py"
 

@@ -4,6 +4,7 @@
 
 rule gruneisen:
     input:
+        model_file=get_model_file,
         relaxed="results/{model}/{material}/relaxed.extxyz",
         fc2="results/{model}/{material}/fc2.hdf5",
     output:

@@ -3,6 +3,7 @@
 
 rule fc2:
     input:
+        model_file=get_model_file,
         relaxed="results/{model}/{material}/relaxed.extxyz",
     output:
         fc2="results/{model}/{material}/fc2.hdf5",
@@ -28,6 +29,7 @@ rule fc2:
 
 rule fc3:
     input:
+        model_file=get_model_file,
         relaxed="results/{model}/{material}/relaxed.extxyz",
         phonons="results/{model}/{material}/phonons.json",
     output:

@@ -1,5 +1,6 @@
 rule relax:
     input:
+        model_file=get_model_file,
         structures=STRUCTURES,
     output:
         relaxed="results/{model}/{material}/relaxed.extxyz",

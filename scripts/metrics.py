@@ -13,5 +13,6 @@ summary = steps.run_model_metrics(
     snakemake.params.materials,
     snakemake.params.temperature,
     snakemake.params.computed_temperatures,
+    reference_model=snakemake.params.reference_model,
 )
 io.write_json(snakemake.output.summary, summary)

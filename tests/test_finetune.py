@@ -110,8 +110,20 @@ def _broken(labels, i, fn):
             lambda a: a.info.__setitem__(ft.ID_KEY, "Cu-fcc/fc3_disp/99"),
             "frame 1: .*not among the exported",
         ),
+        (lambda a: a.info.__setitem__(ft.STRESS_KEY, np.eye(3) * 5.0), "frame 1 .*eV/Å\\^3"),
+        (lambda a: a.info.__setitem__(ft.STRESS_KEY, np.zeros(4)), "frame 1 .*stress has shape"),
     ],
-    ids=["missing-forces", "nan", "units-forces", "units-energy", "atoms", "positions", "id"],
+    ids=[
+        "missing-forces",
+        "nan",
+        "units-forces",
+        "units-energy",
+        "atoms",
+        "positions",
+        "id",
+        "units-stress",
+        "stress-shape",
+    ],
 )
 def test_bad_labels_name_file_and_frame(labelled, fn, message):
     exported, labels = labelled
@@ -259,3 +271,144 @@ def test_cli_export_label_check(tmp_path, capsys):
     assert main([*bad, "--out", str(tmp_path / "x.extxyz")]) == 2
     assert "bad.extxyz, frame 3 (" in capsys.readouterr().err
     assert not (tmp_path / "x.extxyz").exists()
+
+
+def test_rattled_frames_cycle_over_strains(ph3):
+    s = ft.ExportSettings(
+        displaced=(), rattled=6, rattle_amplitude=0.01, strains=(-0.02, 0.0, 0.02)
+    )
+    frames = ft.export_material(ph3, "Cu-fcc", s)
+    v0 = ph3.supercell.volume
+    strains = [f.info[ft.STRAIN_KEY] for f in frames]
+    assert strains == [-0.02, 0.0, 0.02, -0.02, 0.0, 0.02]
+    for f, e in zip(frames, strains, strict=True):
+        assert f.get_volume() == pytest.approx(v0 * (1 + e) ** 3, rel=1e-12)
+    with pytest.raises(ValueError, match="strains"):
+        ft.ExportSettings(rattled=1, strains=(0.5,))
+
+
+def test_recipe_from_config_names_the_key():
+    r = ft.FinetuneRecipe.from_mapping(
+        "my-ft",
+        {
+            "base": "mace-mp-0-medium",
+            "label_with": "chgnet-0.3.0",
+            "train_materials": ["mp-22862"],
+            "export": {"rattled": 4, "strains": [-0.01, 0.01]},
+            "train": {"epochs": 3, "stress_weight": 1000.0},
+        },
+    )
+    assert r.train_materials == ("mp-22862",) and r.export.strains == (-0.01, 0.01)
+    assert r.train.epochs == 3 and r.match_export
+    bad = [
+        ({"label_with": "chgnet-0.3.0"}, "finetune.x.base"),
+        ({"base": "b"}, "exactly one of 'labels'"),
+        ({"base": "b", "labels": ["a.xyz"], "label_with": "c"}, "exactly one of 'labels'"),
+        ({"base": "x", "labels": ["a.xyz"]}, "its own base"),
+        ({"base": "b", "labels": ["a.xyz"], "epochs": 3}, r"unknown key\(s\) \['epochs'\]"),
+        ({"base": "b", "labels": ["a.xyz"], "train": {"epochs": 0}}, "finetune.x: .*epochs"),
+        ({"base": "b", "labels": ["a.xyz"], "train_materials": "some"}, "train_materials"),
+    ]
+    for mapping, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ft.FinetuneRecipe.from_mapping("x", mapping)
+
+
+def test_training_tag_changes_with_every_input():
+    s = ft.TrainSettings()
+    tag = ft.training_tag("a" * 64, "b" * 64, s)
+    assert tag == ft.training_tag("a" * 64, "b" * 64, ft.TrainSettings())
+    assert len(tag) == 12
+    others = {
+        ft.training_tag("c" * 64, "b" * 64, s),
+        ft.training_tag("a" * 64, "c" * 64, s),
+        ft.training_tag("a" * 64, "b" * 64, ft.TrainSettings(epochs=51)),
+    }
+    assert tag not in others and len(others) == 3
+
+
+def _metrics(rows):
+    return pd.DataFrame(
+        rows, columns=["mp_id", "DFT_kappa_TOT_ave", "kappa_TOT_ave", "SRE", "SRME", "failed"]
+    )
+
+
+def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
+    from kappaflow import steps
+
+    before = _metrics(
+        [
+            ("m1", 1.0, 2.0, 0.667, 0.8, False),
+            ("m2", 2.0, np.nan, 2.0, 2.0, True),
+            ("m3", 3.0, 1.0, 1.0, 1.1, False),
+            ("m4", np.nan, 5.0, np.nan, np.nan, False),  # skipped (no reference)
+        ]
+    )
+    after = _metrics(
+        [
+            ("m1", 1.0, 1.1, 0.095, 0.1, False),
+            ("m2", 2.0, 2.5, 0.222, 0.3, False),
+            ("m3", 3.0, 2.0, 0.4, 0.5, False),
+            ("m4", np.nan, 4.0, np.nan, np.nan, False),
+        ]
+    )
+    io.write_csv(tmp_path / "b.csv", before)
+    io.write_csv(tmp_path / "a.csv", after)
+    split = {"m1": "train", "m2": "held_out", "m3": "held_out", "m4": "held_out"}
+    out = {k: tmp_path / f"{k}" for k in ("t.csv", "s.csv", "r.md", "p.svg")}
+    summary = steps.run_finetune_compare(
+        tmp_path / "b.csv", tmp_path / "a.csv", split, "base", "ft", *out.values()
+    ).set_index("split")
+    held = summary.loc["held_out"]
+    assert held["n"] == 2  # m4 has no reference
+    assert held["mSRME_before"] == pytest.approx((2.0 + 1.1) / 2)
+    assert held["mSRME_after"] == pytest.approx((0.3 + 0.5) / 2)
+    assert held["failed_before"] == 1 and held["failed_after"] == 0
+    assert held["mSRME_before_ok"] == pytest.approx(1.1) and held["mSRME_after_ok"] == 0.5
+    per = io.read_csv(out["t.csv"]).set_index("mp_id")
+    assert per.loc["m1", "split"] == "train" and per.loc["m1", "dSRME"] == pytest.approx(-0.7)
+    md = out["r.md"].read_text()
+    assert "| held_out | 2 | 1.5500 | 0.4000 |" in md
+    svg = out["p.svg"].read_text()
+    assert "before: base" in svg and "after: ft" in svg
+
+
+def test_metrics_against_a_model_skip_materials_the_reference_model_failed(tmp_path):
+    from kappaflow import steps
+
+    def table(rows):
+        df = pd.DataFrame(
+            rows, columns=["mp_id", "temperatures", "kappa_TOT_ave", "status", "imaginary_freqs"]
+        )
+        df["mode_kappa_TOT_ave"] = None
+        return df
+
+    ref = table(
+        [
+            ("m1", [300.0], [2.0], "ok", False),
+            ("m2", [300.0], [None], "imaginary_modes", True),
+        ]
+    )
+    pred = table([("m1", [300.0], [1.0], "ok", False), ("m2", [300.0], [3.0], "ok", False)])
+    io.write_kappa_table(tmp_path / "ref.json.gz", ref)
+    io.write_kappa_table(tmp_path / "pred.json.gz", pred)
+    summary = steps.run_model_metrics(
+        tmp_path / "pred.json.gz", tmp_path / "ref.json.gz", tmp_path / "m.csv", ["m1", "m2"],
+        reference_model="teacher",
+    )  # fmt: skip
+    out = io.read_csv(tmp_path / "m.csv").set_index("mp_id")
+    assert summary["n_materials"] == 1 and summary["n_skipped"] == 1
+    assert out.loc["m1", "SRE"] == pytest.approx(2 * 1.0 / 3.0)
+    assert "reference model teacher failed" in out.loc["m2", "note"]
+
+
+def test_stress_labels_survive_the_check_as_3x3(labelled):
+    exported, frames = labelled
+    voigt = np.array([0.01, 0.02, 0.03, 0.004, 0.005, 0.006])
+    frames = [f.copy() for f in frames]
+    frames[0].info[ft.STRESS_KEY] = voigt
+    clean = ft.validate_labels(frames, exported, "x.extxyz")
+    s = clean[0].info[ft.STRESS_KEY]
+    assert s.shape == (3, 3) and np.allclose(s, s.T)
+    assert np.allclose(np.diag(s), voigt[:3]) and s[1, 2] == 0.004 and s[0, 1] == 0.006
+    assert ft.STRESS_KEY not in clean[1].info

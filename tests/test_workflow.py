@@ -203,6 +203,15 @@ def test_dry_run_two_temperatures_from_the_command_line(env):
         ([], {"temperatures": [-5]}, ["temperatures", "-5"]),
         ([], {"model_definitions": {"bad-model": {"family": "gpaw"}}}, ["family", "gpaw"]),
         (["--config", "models=[no-such-model]"], None, ["no-such-model"]),
+        ([], {"finetune": {"ft": {"base": "chgnet-0.3.0", "labels": ["x"]}}}, ["ft.base"]),
+        ([], {"finetune": {"ft": {"base": "mace-mp-0-medium"}}}, ["finetune.ft", "labels"]),
+        ([], {"finetune": {"emt": {"base": "mace-mp-0-medium", "labels": ["x"]}}}, ["emt"]),
+        (
+            [],
+            {"finetune": {"ft": {"base": "mace-mp-0-medium", "labels": ["x"], "train": {"lr": 0}}}},
+            ["lr"],
+        ),
+        (["--config", "reference={kappa: model:no-such-model}"], None, ["no-such-model"]),
     ],
     ids=[
         "unknown-key",
@@ -212,6 +221,11 @@ def test_dry_run_two_temperatures_from_the_command_line(env):
         "negative-T",
         "bad-family",
         "unknown-model",
+        "finetune-base-not-mace",
+        "finetune-no-labels",
+        "finetune-key-taken",
+        "finetune-bad-lr",
+        "reference-unknown-model",
     ],
 )
 def test_bad_config_fails_at_start(env, tmp_path, args, config, expected):
@@ -226,6 +240,32 @@ def test_bad_config_fails_at_start(env, tmp_path, args, config, expected):
     for word in expected:
         assert word in proc.stdout, f"{word!r} not named in:\n{proc.stdout[-5000:]}"
     assert files_under(REPO / "results", REPO / "logs") == before
+
+
+def test_dry_run_finetune_recipe_adds_its_chain_and_model_keys(dry_run, tmp_path):
+    """A recipe trains once, benchmarks base + fine-tuned key, compares them; the model
+    file is an input of every force rule of the fine-tuned key."""
+    recipe = {
+        "models": ["chgnet-0.3.0"],
+        "materials": ["mp-22862", "mp-23193"],
+        "finetune": {
+            "mp0-ft": {
+                "base": "mace-mp-0-medium",
+                "train_materials": ["mp-22862"],
+                "label_with": "sevennet-0",
+            }
+        },
+        "reference": {"dir": None, "kappa": "model:sevennet-0"},
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(recipe))
+    stats, jobs, output = dry_run("--configfile", tmp_path / "ft.yaml")
+    for rule in ("finetune_export", "finetune_label", "finetune_check", "finetune_train"):
+        assert stats[rule] == 1
+    assert stats["finetune_compare"] == 1
+    per_model = kappa_jobs_per_model(jobs)
+    assert sorted(per_model) == sorted(["chgnet-0.3.0", "mace-mp-0-medium", "mp0-ft", "sevennet-0"])
+    assert "results/finetune/mp0-ft/mp0-ft.model" in output
+    assert "results/sevennet-0/kappa.json.gz" in output  # the reference model's table
 
 
 # --------------------------------------------------------------- .test end to end

@@ -134,16 +134,21 @@ def _allow_slice_unpickling() -> None:
         torch.serialization.add_safe_globals([slice])
 
 
-def _load_mace(spec: ModelSpec, device: str, model_dir: Path) -> LoadedModel:
-    _allow_slice_unpickling()
-    from mace.calculators import MACECalculator
-    from mace.calculators.foundations_models import mace_mp_urls
-
+def mace_checkpoint(spec: ModelSpec, model_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """Local file of a mace model key (a foundation is downloaded once into ``model_dir``,
+    sha256-checked when pinned) and its checksum record. Used to load the calculator and
+    as the ``--foundation_model`` of fine-tuning, so mace itself never downloads."""
+    if spec.family != "mace":
+        raise ModelError(
+            f"model {spec.key!r}: fine-tuning needs a mace model (family mace), got {spec.family!r}"
+        )
     opts = spec.options
-    dtype = opts.get("dtype", DEFAULT_DTYPE["mace"])
+    model_dir = Path(model_dir)
     if "path" in opts:
         path = Path(opts["path"])
     elif "foundation" in opts:
+        from mace.calculators.foundations_models import mace_mp_urls
+
         name = opts["foundation"]
         if name not in mace_mp_urls:
             raise ModelError(
@@ -161,7 +166,15 @@ def _load_mace(spec: ModelSpec, device: str, model_dir: Path) -> LoadedModel:
                 ) from exc
     else:
         raise ModelError(f"model {spec.key!r}: a mace model needs 'foundation' or 'path'")
-    ck = _check_checkpoint(path, opts.get("sha256"), f"model {spec.key!r}")
+    return path, _check_checkpoint(path, opts.get("sha256"), f"model {spec.key!r}")
+
+
+def _load_mace(spec: ModelSpec, device: str, model_dir: Path) -> LoadedModel:
+    _allow_slice_unpickling()
+    from mace.calculators import MACECalculator
+
+    dtype = spec.options.get("dtype", DEFAULT_DTYPE["mace"])
+    path, ck = mace_checkpoint(spec, model_dir)
     calc = MACECalculator(model_paths=str(path), device=device, default_dtype=dtype)
     return LoadedModel(calc, {"dtype": dtype, **ck})
 

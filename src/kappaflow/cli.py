@@ -319,6 +319,7 @@ def cmd_finetune_export(args: argparse.Namespace) -> int:
         max_displaced=args.max_displaced,
         rattled=args.rattled,
         rattle_amplitude=args.amplitude,
+        strains=tuple(args.strains),
         seed=args.seed,
     )
     man = steps.run_finetune_export(
@@ -338,9 +339,47 @@ def cmd_finetune_label(args: argparse.Namespace) -> int:
     from kappaflow.calculators import model_spec
 
     n = steps.run_finetune_label(
-        args.exported, model_spec(args.model), args.out, args.device, args.model_dir
+        args.exported,
+        model_spec(args.model),
+        args.out,
+        args.device,
+        args.model_dir,
+        with_stress=args.with_stress,
     )
     print(f"n_labelled={n}")
+    return 0
+
+
+def cmd_finetune_train(args: argparse.Namespace) -> int:
+    from kappaflow import steps
+    from kappaflow.calculators import model_spec
+    from kappaflow.finetune import TrainSettings
+
+    settings = TrainSettings(
+        epochs=args.epochs,
+        lr=args.lr,
+        energy_weight=args.energy_weight,
+        forces_weight=args.forces_weight,
+        stress_weight=args.stress_weight,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        replay_file=args.replay_file,
+    )
+    out = Path(args.out)
+    record = steps.run_finetune_train(
+        args.data,
+        model_spec(args.base),
+        settings,
+        args.name,
+        out / "train",
+        out / f"{args.name}.model",
+        out / "training.json",
+        device=args.device,
+        threads=args.threads,
+        model_dir=args.model_dir,
+    )
+    print(f"model={out / (args.name + '.model')} sha256={record['sha256']}")
     return 0
 
 
@@ -358,6 +397,8 @@ def cmd_finetune_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kappaflow.finetune import TrainSettings
+
     parser = argparse.ArgumentParser(prog="kappaflow", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -473,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--max-displaced", type=int, help="seeded subsample per material and set")
     fe.add_argument("--rattled", type=int, default=0, help="rattled fc3 supercells per material")
     fe.add_argument("--amplitude", type=float, default=0.05, help="rattle σ in Å")
+    fe.add_argument(
+        "--strains", nargs="+", type=float, default=[0.0], help="strains the rattled cells cycle"
+    )
     fe.add_argument("--seed", type=int, default=0)
     add_reference(fe)
     fe.set_defaults(func=cmd_finetune_export)
@@ -483,7 +527,24 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--out", required=True, help="labelled extxyz")
     fl.add_argument("--device", default="auto")
     fl.add_argument("--model-dir", default="resources/models")
+    fl.add_argument("--with-stress", action="store_true", help="label stress too")
     fl.set_defaults(func=cmd_finetune_label)
+
+    ftr = sub.add_parser("finetune-train", help="fine-tune a mace model on checked labels")
+    ftr.add_argument("--base", required=True, help="mace model key or local .model")
+    ftr.add_argument("--data", required=True, help="checked labels (finetune-check --out)")
+    ftr.add_argument("--name", required=True, help="name of the fine-tuned model")
+    ftr.add_argument("--out", required=True, help="folder: NAME.model, training.json, train/")
+    defaults = TrainSettings()
+    for flag in ("epochs", "batch_size", "seed"):
+        ftr.add_argument(f"--{flag.replace('_', '-')}", type=int, default=getattr(defaults, flag))
+    for flag in ("lr", "energy_weight", "forces_weight", "stress_weight", "valid_fraction"):
+        ftr.add_argument(f"--{flag.replace('_', '-')}", type=float, default=getattr(defaults, flag))
+    ftr.add_argument("--replay-file", help="pre-training data: multi-head fine-tuning")
+    ftr.add_argument("--device", default="auto")
+    ftr.add_argument("--threads", type=int)
+    ftr.add_argument("--model-dir", default="resources/models")
+    ftr.set_defaults(func=cmd_finetune_train)
 
     fc = sub.add_parser(
         "finetune-check", help="validate labels (extxyz, phono3py yaml) -> one training file"

@@ -1,9 +1,9 @@
 """Fine-tuning protocol (PROTOCOL §12): training structures out, labels in, MACE fine-tuned
 with mace's own entry point, before/after comparison split by composition.
 
-Status (issue 5, in progress): these functions and the CLI (finetune-export,
-finetune-label, finetune-check) are tested (tests/test_finetune.py); the training rule,
-the workflow model key and the offline before/after protocol test are not built yet.
+The workflow (rules/finetune.smk, config ``finetune:``) chains export -> (teacher labels)
+-> label check -> ``mace run_train`` -> the fine-tuned model as a model key -> before/after
+tables and parity plots; the CLI exposes each step for one run at a time.
 
 Pure functions on ASE Atoms, numpy arrays and pandas tables; files are read and written by
 kappaflow.io, mace is run as a subprocess (``python -m mace.cli.run_train``).
@@ -35,6 +35,7 @@ MATERIAL_KEY = "kf_material"
 KIND_KEY = "kf_kind"
 DISP_ATOM_KEY = "kf_disp_atom"
 DISP_KEY = "kf_disp"
+STRAIN_KEY = "kf_strain"
 
 #: mace's key names for the labels kappaflow writes (REF_ keeps ASE's calculator apart)
 ENERGY_KEY = "REF_energy"
@@ -44,6 +45,7 @@ STRESS_KEY = "REF_stress"
 #: |F| above this (eV/Å) is taken as a unit mix-up, |E|/atom above this (eV) likewise
 MAX_FORCE = 100.0
 MAX_ENERGY_PER_ATOM = 1000.0
+MAX_STRESS = 1.0  # eV/Å^3 (160 GPa): larger is GPa/kbar given as eV/Å^3
 POSITION_TOL = 1e-4  # Å, labelled vs exported positions
 
 
@@ -60,6 +62,7 @@ class ExportSettings:
     max_displaced: int | None = None  # per material and set: a seeded subsample
     rattled: int = 0  # rattled fc3 supercells per material
     rattle_amplitude: float = 0.05  # Å, standard deviation per Cartesian component
+    strains: tuple[float, ...] = (0.0,)  # isotropic linear strains the rattled cells cycle over
     seed: int = 0
 
     def __post_init__(self):
@@ -72,18 +75,21 @@ class ExportSettings:
             raise ValueError("finetune.export.rattle_amplitude must be > 0 Å")
         if self.max_displaced is not None and self.max_displaced < 1:
             raise ValueError("finetune.export.max_displaced must be >= 1 or null")
+        if not self.strains or any(not -0.2 < e < 0.2 for e in self.strains):
+            raise ValueError("finetune.export.strains: a non-empty list of strains in (-0.2, 0.2)")
         if not self.displaced and self.rattled == 0:
             raise ValueError("finetune.export: nothing to export (no displaced sets, rattled: 0)")
 
     @classmethod
     def from_mapping(cls, m: dict[str, Any] | None) -> ExportSettings:
         m = dict(m or {})
-        if "displaced" in m:
-            m["displaced"] = tuple(m["displaced"])
+        for key in ("displaced", "strains"):
+            if key in m:
+                m[key] = tuple(m[key])
         return cls(**m)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "displaced": list(self.displaced)}
+        return {**asdict(self), "displaced": list(self.displaced), "strains": list(self.strains)}
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,70 @@ class TrainSettings:
         return {**asdict(self), "extra_args": list(self.extra_args)}
 
 
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """One fine-tuned model key (config ``finetune: {KEY: {...}}``)."""
+
+    key: str
+    base: str  # a mace model key (foundation name or local .model)
+    train_materials: tuple[str, ...] | str = "auto"  # ids / structure types, or "auto"
+    train_fraction: float = 0.2  # auto: this fraction of the benchmarked compositions
+    labels: tuple[str, ...] = ()  # label files (extxyz, phono3py yaml with forces)
+    label_with: str | None = None  # or: label the exported structures with this model
+    match_export: bool = True  # extxyz labels must match the exported structures
+    export: ExportSettings = field(default_factory=ExportSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self):
+        where = f"finetune.{self.key}"
+        if bool(self.labels) == bool(self.label_with):
+            raise ValueError(
+                f"{where}: give exactly one of 'labels' (files from your DFT code) or "
+                "'label_with' (a model key that labels the exported structures)"
+            )
+        if self.key == self.base:
+            raise ValueError(f"{where}.base: a fine-tuned key cannot be its own base")
+        if not 0 < self.train_fraction < 1:
+            raise ValueError(f"{where}.train_fraction must be in (0, 1)")
+        if isinstance(self.train_materials, str) and self.train_materials != "auto":
+            raise ValueError(f"{where}.train_materials: 'auto' or a list of material ids")
+
+    @classmethod
+    def from_mapping(cls, key: str, m: dict[str, Any]) -> FinetuneRecipe:
+        m = dict(m or {})
+        where = f"finetune.{key}"
+        if "base" not in m:
+            raise ValueError(f"{where}.base: which mace model to fine-tune (a model key)")
+        try:
+            export = ExportSettings.from_mapping(m.pop("export", None))
+            train = TrainSettings.from_mapping(m.pop("train", None))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        tm = m.pop("train_materials", "auto")
+        labels = tuple(m.pop("labels", None) or ())
+        unknown = set(m) - {"base", "train_fraction", "label_with", "match_export"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
+        return cls(
+            key=key,
+            export=export,
+            train=train,
+            train_materials=tm if isinstance(tm, str) else tuple(tm),
+            labels=labels,
+            **m,
+        )
+
+
+def training_tag(data_sha256: str, base_sha256: str, settings: TrainSettings) -> str:
+    """Short hash of what a training run depends on: its working folder keeps mace's
+    checkpoints, so a killed run resumes (``--restart_latest``) only with the same inputs."""
+    import hashlib
+    import json
+
+    blob = json.dumps([data_sha256, base_sha256, settings.as_dict()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -149,7 +219,12 @@ def _tag(at: Atoms, material_id: str, kind: str, index: int) -> Atoms:
 
 def export_material(ph3, material_id: str, settings: ExportSettings) -> list[Atoms]:
     """Training structures of one material from a Phono3py object with displacements
-    (kappaflow.phonons.init_phono3py on the reference geometry)."""
+    (kappaflow.phonons.init_phono3py on the reference geometry).
+
+    Displaced supercells sit at the reference volume only, so they say nothing about the
+    pressure: a model fine-tuned on them alone relaxes to its own volume, and κ follows
+    the volume. Rattled supercells at several ``strains``, labelled with stress, carry the
+    equation of state (measured: docs/benchmarks.md, "Fine-tuning")."""
     from kappaflow.phonons import to_ase_atoms
 
     # a stable per-material stream: the same material gets the same frames whatever else
@@ -176,9 +251,13 @@ def export_material(ph3, material_id: str, settings: ExportSettings) -> list[Ato
         base = to_ase_atoms(ph3.supercell)
         for i in range(settings.rattled):
             at = base.copy()
+            strain = settings.strains[i % len(settings.strains)]
+            if strain:
+                at.set_cell(at.cell[:] * (1.0 + strain), scale_atoms=True)
             at.positions = at.positions + rng.normal(
                 0.0, settings.rattle_amplitude, size=at.positions.shape
             )
+            at.info[STRAIN_KEY] = float(strain)
             frames.append(_tag(at, material_id, "rattled", i))
     return frames
 
@@ -254,6 +333,31 @@ def _frame_labels(at: Atoms) -> tuple[float | None, np.ndarray | None]:
     return (None if energy is None else float(energy)), forces
 
 
+def _frame_stress(at: Atoms, where: str) -> np.ndarray | None:
+    """Stress as a 3x3 array in eV/Å^3 (REF_stress, stress, or the calculator), checked."""
+    raw = at.info.get(STRESS_KEY, at.info.get("stress"))
+    if raw is None and at.calc is not None:
+        raw = getattr(at.calc, "results", {}).get("stress")
+    if raw is None:
+        return None
+    s = np.asarray(raw, dtype=float)
+    if s.shape == (6,):
+        xx, yy, zz, yz, xz, xy = s
+        s = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    elif s.shape == (9,):
+        s = s.reshape(3, 3)
+    if s.shape != (3, 3):
+        raise LabelError(f"{where}: stress has shape {s.shape}, expected 3x3 or Voigt 6")
+    if not np.all(np.isfinite(s)):
+        raise LabelError(f"{where}: stress contains NaN or inf")
+    if np.abs(s).max() > MAX_STRESS:
+        raise LabelError(
+            f"{where}: |stress| up to {np.abs(s).max():.3g} — stress must be eV/Å^3 "
+            "(GPa / 160.2, kbar / 1602)"
+        )
+    return s
+
+
 def validate_labels(
     labelled: Sequence[Atoms], exported: Sequence[Atoms] | None, source: str
 ) -> list[Atoms]:
@@ -327,6 +431,9 @@ def validate_labels(
         clean.info["config_type"] = src.info.get(KIND_KEY, at.info.get("config_type", "Default"))
         if energy is not None:
             clean.info[ENERGY_KEY] = energy
+        stress = _frame_stress(at, where)
+        if stress is not None:
+            clean.info[STRESS_KEY] = stress
         clean.arrays[FORCES_KEY] = forces
         out.append(clean)
     if restoring and np.mean(restoring) < 0.5:

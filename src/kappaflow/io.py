@@ -146,6 +146,16 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
 # ------------------------------------------------------------------------ hashing
 
 
+def copy_file(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copy ``src`` to ``dest`` atomically (a killed copy leaves no partial file)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

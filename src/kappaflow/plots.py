@@ -181,3 +181,48 @@ def alpha_curves(data: list[tuple[str, str, str, pd.DataFrame]], model: str) -> 
     fig.suptitle("volumetric thermal expansion (dashed: failed; dotted: above melting)")
     fig.tight_layout()
     return fig
+
+
+SPLIT_COLORS = {"train": "tab:green", "same_composition": "tab:orange", "held_out": "tab:blue"}
+
+
+def before_after_parity(
+    before: pd.DataFrame, after: pd.DataFrame, split: dict[str, str], base: str, key: str
+) -> Figure:
+    """Parity plots of a model before and after fine-tuning, side by side on shared
+    axes, materials coloured by split (train / same composition / held out); failures
+    are crosses on the x axis. Titles give the mean SRME per split."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 5.0), sharex=True, sharey=True)
+    frames = [df[df["DFT_kappa_TOT_ave"].notna()] for df in (before, after)]
+    vals = np.concatenate(
+        [df[c].to_numpy(float) for df in frames for c in ("DFT_kappa_TOT_ave", "kappa_TOT_ave")]
+    )
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo, hi = (vals.min() / 2, vals.max() * 2) if vals.size else (0.1, 3000.0)
+    x = np.array([lo, hi])
+    for ax, df, title in zip(axes, frames, (f"before: {base}", f"after: {key}"), strict=True):
+        ax.plot(x, x, "k-", lw=0.8)
+        ax.fill_between(x, x / 2, x * 2, color="0.9")
+        parts = []
+        for name, color in SPLIT_COLORS.items():
+            sub = df[[split.get(m, "held_out") == name for m in df["mp_id"]]]
+            if not len(sub):
+                continue
+            failed = sub["failed"].astype(bool)
+            ok = sub[~failed & (sub["kappa_TOT_ave"] > 0)]
+            ax.scatter(ok["DFT_kappa_TOT_ave"], ok["kappa_TOT_ave"], s=22, c=color,
+                       label=f"{name} ({len(ok)})")  # fmt: skip
+            if failed.any():
+                ax.scatter(sub[failed]["DFT_kappa_TOT_ave"], np.full(int(failed.sum()), lo * 1.15),
+                           marker="x", c=color, label=f"{name} failed ({int(failed.sum())})")  # fmt: skip
+            parts.append(f"{name} {sub['SRME'].mean():.3f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel(r"$\kappa_{\mathrm{ref}}$ (W m$^{-1}$ K$^{-1}$)")
+        ax.set_title(f"{title}\nmean SRME: " + ", ".join(parts), fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel(r"$\kappa$ (W m$^{-1}$ K$^{-1}$)")
+    fig.tight_layout()
+    return fig

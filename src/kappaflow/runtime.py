@@ -82,6 +82,8 @@ DEFAULT_RUNTIME_MINUTES = {
     "kappa": 720,
     "gruneisen": 120,
     "gruneisen_fc3_check": 60,
+    "finetune_label": 120,
+    "finetune_train": 720,
 }
 
 

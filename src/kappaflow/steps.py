@@ -497,12 +497,14 @@ def run_model_metrics(
     materials: Sequence[str],
     temperature: float = 300.0,
     computed_temperatures: Sequence[float] | None = None,
+    reference_model: str | None = None,
 ) -> dict[str, Any]:
     """Workflow metrics of one model at ``temperature`` (the reference's 300 K).
 
     Materials without a DFT reference are skipped with a note; if ``temperature`` was not
     computed at all (e.g. ``temperatures: [600, 900]``), every material is skipped with a
-    note instead of being scored as failed.
+    note instead of being scored as failed. With another model's gathered table as the
+    reference (``reference_model``), materials where that model failed are skipped too.
     """
     from kappaflow.metrics import score_table, summarize
 
@@ -515,6 +517,8 @@ def run_model_metrics(
     computed = computed_temperatures is None or any(
         abs(t - temperature) < 1e-6 for t in computed_temperatures
     )
+    if reference_model is not None:
+        ref = ref[[_reference_ok(row, temperature) for _, row in ref.iterrows()]]
     scored = [m for m in materials if m in ref.index] if computed else []
     skipped = [m for m in materials if m not in scored]
     if scored:
@@ -528,7 +532,11 @@ def run_model_metrics(
         summary = {"n_materials": 0, "n_failed": 0, "mean_SRME": np.nan, "mean_SRE": np.nan}
     if skipped:
         note = (
-            "no DFT reference: kappa computed, metrics skipped"
+            (
+                f"reference model {reference_model} failed or has no kappa: metrics skipped"
+                if reference_model
+                else "no DFT reference: kappa computed, metrics skipped"
+            )
             if computed
             else f"{temperature:g} K not among the computed temperatures: metrics skipped"
         )
@@ -546,6 +554,22 @@ def run_model_metrics(
     summary["temperature"] = temperature
     io.write_csv(out_csv, per_material.reset_index())
     return summary
+
+
+def _reference_ok(row: pd.Series, temperature: float) -> bool:
+    """A row of a model's gathered table usable as a reference: status ok, no imaginary
+    modes, a finite κ at ``temperature``."""
+    from kappaflow.metrics import temperature_index
+
+    status = row.get("status", "ok")
+    if isinstance(status, str) and status not in ("", "ok"):
+        return False
+    if bool(row.get("imaginary_freqs", False) is True):
+        return False
+    temps = np.atleast_1d(np.asarray(row.get("temperatures", []), dtype=float))
+    kappas = np.atleast_1d(np.asarray(row.get("kappa_TOT_ave", np.nan), dtype=float))
+    i = temperature_index(temps, temperature)
+    return i is not None and kappas.size == temps.size and bool(np.isfinite(kappas[i]))
 
 
 def _cell(value: Any) -> str:
@@ -1190,13 +1214,14 @@ def run_finetune_label(
     out: str | Path,
     device: str = "auto",
     model_dir: str | Path = "resources/models",
+    with_stress: bool = False,
 ) -> int:
     """Label exported structures with a registry model (a stand-in for DFT, or a teacher)."""
     from kappaflow import finetune
 
     frames = io.read_frames(exported)
     loaded = load_calculator(model, device, model_dir)
-    io.write_frames(out, finetune.label_frames(frames, loaded.calculator))
+    io.write_frames(out, finetune.label_frames(frames, loaded.calculator, with_stress))
     log(f"labelled {len(frames)} structures with {model.key} -> {out}")
     return len(frames)
 
@@ -1228,4 +1253,163 @@ def run_finetune_check(
         "sha256": io.sha256_file(out),
     }
     log(f"{summary['n_frames']} labelled frames ok ({summary['n_with_energy']} with energies)")
+    return summary
+
+
+class FinetuneError(RuntimeError):
+    """mace's training run failed; the message carries the tail of its log."""
+
+
+def _stream_subprocess(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` with its output going to this process's stdout (the rule log)."""
+    import subprocess
+
+    try:
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        return subprocess.run(argv, env=env, stdout=fd, stderr=subprocess.STDOUT).returncode
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    print(proc.stdout + proc.stderr)
+    return proc.returncode
+
+
+def run_finetune_train(
+    train_data: str | Path,
+    base: ModelSpec,
+    settings: Any,
+    key: str,
+    workroot: str | Path,
+    out_model: str | Path,
+    out_record: str | Path,
+    device: str = "auto",
+    threads: int | None = None,
+    model_dir: str | Path = "resources/models",
+) -> dict[str, Any]:
+    """Fine-tune the mace model ``base`` on checked labels with ``mace.cli.run_train``.
+
+    The run lives in ``workroot/run-<tag>`` (tag: hash of data, base checkpoint and
+    settings), so a killed run resumes from mace's latest checkpoint and a changed input
+    starts afresh. Writes the model file and a record: sha256 of model, base and data,
+    mace's arguments, the split, the error table (train/valid RMSE) and timings."""
+    import os
+    import time
+
+    from kappaflow import finetune
+    from kappaflow.calculators import mace_checkpoint, resolve_device
+
+    base_path, base_ck = mace_checkpoint(base, model_dir)
+    frames = io.read_frames(train_data)
+    data_sha = io.sha256_file(train_data)
+    tag = finetune.training_tag(data_sha, base_ck["checkpoint_sha256"], settings)
+    workdir = Path(workroot) / f"run-{tag}"
+    train, valid = finetune.split_train_valid(frames, settings.valid_fraction, settings.seed)
+    train_file, valid_file = workdir / "train.extxyz", workdir / "valid.extxyz"
+    io.write_frames(train_file, train)
+    io.write_frames(valid_file, valid)
+    dev = resolve_device(device if device != "auto" else settings.device)
+    argv = finetune.mace_train_argv(
+        settings, str(base_path), str(train_file), str(valid_file), str(workdir), key, dev
+    )
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    log(
+        f"fine-tuning {base.key} -> {key}: {len(train)} train / {len(valid)} valid frames, "
+        f"{settings.epochs} epochs on {dev}; work dir {workdir}"
+    )
+    t0 = time.perf_counter()
+    rc = _stream_subprocess([sys.executable, "-m", "mace.cli.run_train", *argv], env)
+    elapsed = time.perf_counter() - t0
+    mace_log = workdir / "logs" / f"{key}_run-{settings.seed}.log"
+    log_text = io.read_text(mace_log) if mace_log.exists() else ""
+    model_file = workdir / f"{key}.model"
+    if rc != 0 or not model_file.exists():
+        tail = "\n".join(log_text.splitlines()[-25:])
+        raise FinetuneError(
+            f"mace run_train for {key!r} exited {rc}"
+            + ("" if model_file.exists() else f" without writing {model_file}")
+            + f"; log {mace_log}:\n{tail}"
+        )
+    io.copy_file(model_file, out_model)
+    record = {
+        "model": key,
+        "model_file": str(out_model),
+        "sha256": io.sha256_file(out_model),
+        "base": base.key,
+        "base_checkpoint": base_ck,
+        "train_data": str(train_data),
+        "train_data_sha256": data_sha,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "n_atoms_train": int(sum(len(a) for a in train)),
+        "n_with_energy": sum(finetune.ENERGY_KEY in a.info for a in frames),
+        "materials": sorted({str(a.info.get(finetune.MATERIAL_KEY, "?")) for a in frames}),
+        "mode": "multihead" if settings.replay_file else "naive",
+        "settings": settings.as_dict(),
+        "device": dev,
+        "threads": threads,
+        "mace_argv": argv,
+        "work_dir": str(workdir),
+        "training_log": str(mace_log),
+        "errors": finetune.parse_error_table(log_text),
+        "train_seconds": round(elapsed, 1),
+        "provenance": provenance(),
+    }
+    io.write_json(out_record, record)
+    log(f"fine-tuned model {out_model} sha256 {record['sha256'][:12]} in {elapsed:.0f} s")
+    return record
+
+
+def run_finetune_compare(
+    before_csv: str | Path,
+    after_csv: str | Path,
+    split: dict[str, str],
+    base: str,
+    key: str,
+    out_csv: str | Path,
+    out_summary: str | Path,
+    out_md: str | Path,
+    out_svg: str | Path,
+) -> pd.DataFrame:
+    """Before/after table per material and per split (train / same composition /
+    held out) from the two models' metrics, plus side-by-side parity plots."""
+    from kappaflow import finetune
+    from kappaflow.plots import before_after_parity
+
+    before, after = io.read_csv(before_csv), io.read_csv(after_csv)
+    scored = [
+        df[df["SRME"].notna()] if "SRME" in df.columns else df.iloc[:0] for df in (before, after)
+    ]
+    per, summary = finetune.before_after(scored[0], scored[1], split)
+    io.write_csv(out_csv, per)
+    io.write_csv(out_summary, summary)
+    cols = [
+        "split", "n", "mSRME_before", "mSRME_after", "mSRE_before", "mSRE_after",
+        "failed_before", "failed_after", "n_ok_both", "mSRME_before_ok", "mSRME_after_ok",
+    ]  # fmt: skip
+    lines = [
+        f"# Fine-tuning: {base} -> {key}",
+        "",
+        "Splits: train = materials whose structures were in the training data; "
+        "same_composition = not trained on, but a training material has their composition; "
+        "held_out = no training material shares their composition. "
+        "*_ok: materials that failed in neither run.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for _, row in summary.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    lines += ["", "| mp_id | split | SRME before | SRME after | failed before | failed after |"]
+    lines.append("|---|---|---|---|---|---|")
+    for _, row in per.iterrows():
+        lines.append(
+            f"| {row['mp_id']} | {row['split']} | {_cell(row['SRME_before'])} | "
+            f"{_cell(row['SRME_after'])} | {row['failed_before']} | {row['failed_after']} |"
+        )
+    io.write_text(out_md, "\n".join(lines) + "\n")
+    io.write_figure(out_svg, before_after_parity(scored[0], scored[1], split, base, key))
     return summary
