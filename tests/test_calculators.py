@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from kappaflow import calculators as calc
+from kappaflow import io
 from kappaflow.reference import ChecksumError
 
 
@@ -70,3 +71,17 @@ def test_importing_the_package_imports_no_model():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_mace_checkpoint_is_a_local_file_with_its_checksum(tmp_path):
+    from kappaflow.calculators import ModelError, mace_checkpoint, model_spec
+
+    ckpt = tmp_path / "my.model"
+    ckpt.write_bytes(b"not really a model")
+    path, info = mace_checkpoint(model_spec(str(ckpt)), tmp_path)
+    assert path == ckpt and info["sha256_source"] == "recorded"
+    assert info["checkpoint_sha256"] == io.sha256_file(ckpt)
+    with pytest.raises(ModelError, match="fine-tuning needs a mace model"):
+        mace_checkpoint(model_spec("chgnet-0.3.0"), tmp_path)
+    with pytest.raises(ModelError, match="not found"):
+        mace_checkpoint(model_spec(str(tmp_path / "missing.model")), tmp_path)

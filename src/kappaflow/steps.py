@@ -612,7 +612,12 @@ def run_summary(
     ]
     cols = [c for c in cols if c in df.columns]
     lines = [
-        f"# kappaflow metrics (300 K, DFT reference: {reference_name})",
+        "# kappaflow metrics (300 K, "
+        + (
+            f"reference: κ of {reference_name.split(':', 1)[1]})"
+            if reference_name.startswith("model:")
+            else f"DFT reference: {reference_name})"
+        ),
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
