@@ -106,8 +106,8 @@ for _key, _r in FINETUNE.items():
         if _r.train_materials == "auto"
         else select_materials(_table, list(_r.train_materials))
     )
-    FT_SPLIT[_key] = holdout_by_composition(
-        FT_TRAIN[_key], {m: FORMULAS[m] for m in {*MATERIALS, *FT_TRAIN[_key]}}
+    FT_SPLIT[_key] = holdout_by_composition(  # sorted: params must not change between runs
+        FT_TRAIN[_key], {m: FORMULAS[m] for m in sorted({*MATERIALS, *FT_TRAIN[_key]})}
     )
 
 # the DFT reference, or (reference.kappa: model:KEY) another model's gathered κ, e.g. the
