@@ -507,7 +507,20 @@ def test_slurm_profile_dry_run(env, tmp_path):
 
     for name in ("config.yaml", "structures.extxyz"):
         shutil.copy(REPO / ".test" / name, tmp_path / name)
-    proc = run_dot_test(tmp_path, env, "-n", "--workflow-profile", REPO / "profiles" / "slurm")
+    # a fine-tuning recipe, so the training chain is planned too (the dry run never loads
+    # the placeholder base checkpoint)
+    (tmp_path / "base.model").write_bytes(b"placeholder")
+    recipe = {
+        "model_definitions": {"tiny": {"family": "mace", "path": str(tmp_path / "base.model")}},
+        "finetune": {
+            "tiny-ft": {"base": "tiny", "train_materials": ["Cu-fcc"], "label_with": "emt"}
+        },
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(recipe))
+    proc = run_dot_test(
+        tmp_path, env, "-n", "--workflow-profile", REPO / "profiles" / "slurm",
+        "--configfile", tmp_path / "ft.yaml",
+    )  # fmt: skip
     check_ok(proc)
     assert f"Using workflow specific profile {REPO / 'profiles' / 'slurm'}" in proc.stdout
     resources = {}
@@ -516,7 +529,7 @@ def test_slurm_profile_dry_run(env, tmp_path):
         res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
         if rule and res:
             resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
-    for rule in ("relax", "fc2", "fc3", "gruneisen"):
+    for rule in ("relax", "fc2", "fc3", "gruneisen", "finetune_label", "finetune_train"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
     for rule in ("kappa", "gruneisen_fc3_check", "gather", "metrics"):
         assert "gpu" not in resources[rule], (rule, resources[rule])
