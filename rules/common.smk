@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works unin
 
 from kappaflow import io as kio
 from kappaflow.calculators import BUILTIN_MODELS, model_spec
+from kappaflow.forces import ForceSettings
 from kappaflow.finetune import FinetuneRecipe, auto_train_materials, holdout_by_composition
 from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
 from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES, raised_runtime
@@ -42,7 +43,14 @@ def _retyped(value):
 
 
 # sections whose leaves are numbers/booleans/enums only (never model names or material ids)
-for _key in ("temperatures", "relax", "phono3py", "structure_defaults", "material_overrides"):
+for _key in (
+    "temperatures",
+    "relax",
+    "phono3py",
+    "structure_defaults",
+    "material_overrides",
+    "forces",
+):
     if _key in config:
         config[_key] = _retyped(config[_key])
 # gruneisen holds file names too: retype all but those
@@ -70,6 +78,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 # physics checks beyond the schema's shape checks (raise naming the key)
 RelaxSettings.from_mapping(config["relax"])
 Phono3pySettings.from_mapping(config["phono3py"])
+ForceSettings.from_mapping(config["forces"])
 DEFAULTS = StructureDefaults.from_mapping(config["structure_defaults"])
 GRUNEISEN_SETTINGS = GruneisenSettings.from_mapping(config["gruneisen"])
 GRUNEISEN = bool(config["gruneisen"]["enabled"])

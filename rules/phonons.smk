@@ -23,6 +23,7 @@ rule fc2:
     params:
         model=get_model,
         settings=config["phono3py"],
+        forces=config["forces"],
     script:
         "../scripts/fc2.py"
 
@@ -48,5 +49,6 @@ rule fc3:
     params:
         model=get_model,
         settings=config["phono3py"],
+        forces=config["forces"],
     script:
         "../scripts/fc3.py"

@@ -9,6 +9,7 @@ from kappaflow.runtime import start_job
 start_job(snakemake.threads)
 from kappaflow import steps
 from kappaflow.calculators import ModelSpec
+from kappaflow.forces import ForceSettings
 from kappaflow.settings import Phono3pySettings
 
 out = snakemake.output
@@ -21,4 +22,5 @@ steps.run_fc2(
     out.disp,
     out.phonons,
     device=getattr(snakemake.resources, "device", "auto"),
+    force_settings=ForceSettings.from_mapping(snakemake.params.forces),
 )

@@ -9,6 +9,7 @@ from kappaflow.runtime import start_job
 start_job(snakemake.threads)
 from kappaflow import steps
 from kappaflow.calculators import ModelSpec
+from kappaflow.forces import ForceSettings
 from kappaflow.settings import Phono3pySettings
 
 steps.run_fc3(
@@ -19,4 +20,5 @@ steps.run_fc3(
     snakemake.output.fc3,
     snakemake.output.forces,
     device=getattr(snakemake.resources, "device", "auto"),
+    force_settings=ForceSettings.from_mapping(snakemake.params.forces),
 )

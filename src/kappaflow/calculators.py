@@ -13,11 +13,15 @@ and recorded in the provenance of every result made with it.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from kappaflow import io
@@ -67,12 +71,18 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+#: One model call on many structures -> one (n_atoms, 3) force array (eV/Å) per structure.
+BatchForces = Callable[[Sequence[Atoms]], list[np.ndarray]]
+
+
 @dataclass
 class LoadedModel:
-    """A ready calculator plus what the provenance must record about it."""
+    """A ready calculator plus what the provenance must record about it, and (for the
+    torch families) the package's own batched forces-only call on the same weights."""
 
     calculator: Calculator
     info: dict[str, Any]
+    batch_forces: BatchForces | None = None
 
 
 def model_spec(key: str, configured: dict[str, dict[str, Any]] | None = None) -> ModelSpec:
@@ -169,14 +179,77 @@ def mace_checkpoint(spec: ModelSpec, model_dir: str | os.PathLike) -> tuple[Path
     return path, _check_checkpoint(path, opts.get("sha256"), f"model {spec.key!r}")
 
 
+def model_dtype(spec: ModelSpec) -> tuple[str, list[str]]:
+    """The dtype a model runs in and the protocol deviations that implies.
+
+    Published runs: MACE float64, CHGNet and SevenNet-0 as shipped (float32). Only MACE
+    has a second dtype (``dtype: float32`` in the model entry), an explicit option that is
+    labelled ``dtype=float32`` in every result made with it."""
+    default = DEFAULT_DTYPE[spec.family]
+    dtype = spec.options.get("dtype", default)
+    allowed = {"mace": ("float64", "float32")}.get(spec.family, (default,))
+    if dtype not in allowed:
+        raise ModelError(
+            f"model {spec.key!r}: dtype {dtype!r} is not available for family {spec.family!r} "
+            f"(allowed: {', '.join(allowed)})"
+        )
+    return dtype, ([] if dtype == default else [f"dtype={dtype}"])
+
+
+def _split_by_ptr(forces: np.ndarray, ptr: Sequence[int]) -> list[np.ndarray]:
+    ptr = [int(p) for p in ptr]
+    return [np.array(forces[a:b], dtype=float) for a, b in itertools.pairwise(ptr)]
+
+
+def _mace_batch_forces(calc: Any) -> BatchForces:
+    """mace's own batching (the graphs of ``mace.data.AtomicData`` collated by mace's
+    ``torch_geometric.Batch``, as in ``mace.cli.eval_configs``); forces only, no stress.
+    A committee is averaged like ``MACECalculator``."""
+    from mace import data as mace_data
+    from mace.tools import torch_geometric, torch_tools
+
+    def run(structures: Sequence[Atoms]) -> list[np.ndarray]:
+        calc.arrays_keys.update({calc.charges_key: "charges"})
+        keyspec = mace_data.KeySpecification(info_keys=calc.info_keys, arrays_keys=calc.arrays_keys)
+        with torch_tools.default_dtype(calc.default_dtype):
+            graphs = [
+                mace_data.AtomicData.from_config(
+                    mace_data.config_from_atoms(at, key_specification=keyspec, head_name=calc.head),
+                    z_table=calc.z_table,
+                    cutoff=calc.r_max,
+                    heads=calc.available_heads,
+                )
+                for at in structures
+            ]
+        batch = torch_geometric.Batch.from_data_list(graphs).to(calc.device)
+        total = None
+        for model in calc.models:
+            weights_dtype = next(model.parameters()).dtype
+            data = batch.clone()
+            for key in data.keys:
+                value = data[key]
+                if hasattr(value, "is_floating_point") and value.is_floating_point():
+                    data[key] = value.to(dtype=weights_dtype)
+            out = model(data.to_dict(), compute_stress=False, training=False)
+            forces = out["forces"].detach()
+            total = forces if total is None else total + forces
+        scale = calc.energy_units_to_eV / calc.length_units_to_A / len(calc.models)
+        return _split_by_ptr((total * scale).cpu().numpy(), batch["ptr"].cpu())
+
+    return run
+
+
 def _load_mace(spec: ModelSpec, device: str, model_dir: Path) -> LoadedModel:
     _allow_slice_unpickling()
     from mace.calculators import MACECalculator
 
-    dtype = spec.options.get("dtype", DEFAULT_DTYPE["mace"])
+    dtype, deviations = model_dtype(spec)
     path, ck = mace_checkpoint(spec, model_dir)
     calc = MACECalculator(model_paths=str(path), device=device, default_dtype=dtype)
-    return LoadedModel(calc, {"dtype": dtype, **ck})
+    info = {"dtype": dtype, **ck}
+    if deviations:
+        info["protocol_deviations"] = deviations
+    return LoadedModel(calc, info, _mace_batch_forces(calc))
 
 
 def _package_file(package: str, relative: str) -> Path:
@@ -203,7 +276,23 @@ def _load_chgnet(spec: ModelSpec, device: str) -> LoadedModel:
     ck = _check_checkpoint(path, pin, f"model {spec.key!r}")
     model = CHGNet.from_file(str(path))
     calc = CHGNetCalculator(model=model, use_device=device)
-    return LoadedModel(calc, {"dtype": "float32", **ck})
+    return LoadedModel(calc, {"dtype": "float32", **ck}, _chgnet_batch_forces(calc))
+
+
+def _chgnet_batch_forces(calc: Any) -> BatchForces:
+    """CHGNet's own batching (``CHGNet.predict_graph`` on a list of crystal graphs), task
+    ``ef``: the ASE calculator always predicts energy, forces, stress and magmoms."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    model = calc.model
+
+    def run(structures: Sequence[Atoms]) -> list[np.ndarray]:
+        graphs = [model.graph_converter(AseAtomsAdaptor.get_structure(at)) for at in structures]
+        preds = model.predict_graph(graphs, task="ef", batch_size=len(graphs))
+        preds = [preds] if isinstance(preds, dict) else preds
+        return [np.array(p["f"], dtype=float) for p in preds]
+
+    return run
 
 
 def _load_sevennet(spec: ModelSpec, device: str) -> LoadedModel:
@@ -219,7 +308,37 @@ def _load_sevennet(spec: ModelSpec, device: str) -> LoadedModel:
         pin = spec.options.get("sha256", PINNED_SHA256.get(f"{path.parent.name}/{path.name}"))
     ck = _check_checkpoint(path, pin, f"model {spec.key!r}")
     calc = SevenNetCalculator(model=str(path), device=device)
-    return LoadedModel(calc, {"dtype": "float32", **ck})
+    return LoadedModel(calc, {"dtype": "float32", **ck}, _sevennet_batch_forces(calc))
+
+
+def _sevennet_batch_forces(calc: Any) -> BatchForces | None:
+    """sevenn's own batching (``AtomGraphData`` collated by ``torch_geometric``, the model
+    switched to batch mode as in ``sevenn.scripts.inference``), restored to single-graph
+    mode afterwards because the ASE calculator shares the model. None for TorchScript."""
+    import sevenn._keys as KEY
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import unlabeled_atoms_to_graph
+    from torch_geometric.data import Batch
+
+    model = calc.model
+    if not hasattr(model, "set_is_batch_data"):
+        return None
+
+    def run(structures: Sequence[Atoms]) -> list[np.ndarray]:
+        graphs = [
+            AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(at, calc.cutoff))
+            for at in structures
+        ]
+        batch = Batch.from_data_list(graphs).to(calc.device)
+        model.set_is_batch_data(True)
+        try:
+            out = model(batch)
+        finally:
+            model.set_is_batch_data(False)
+        forces = out[KEY.PRED_FORCE].detach().cpu().numpy()
+        return _split_by_ptr(forces, batch.ptr.cpu())
+
+    return run
 
 
 def _load_ase(spec: ModelSpec) -> LoadedModel:
@@ -248,6 +367,7 @@ def load_calculator(
     spec: ModelSpec, device: str = "auto", model_dir: str | os.PathLike = "resources/models"
 ) -> LoadedModel:
     """Build the ASE calculator of ``spec`` on ``device``; info goes into provenance."""
+    model_dtype(spec)  # an unavailable dtype fails here, naming the model
     if spec.family == "emt":
         from ase.calculators.emt import EMT
 

@@ -64,6 +64,9 @@ def _inputs(args: argparse.Namespace) -> tuple:
         phono_cfg["mesh"] = tuple(args.mesh)
     if getattr(args, "backend", None):
         phono_cfg["backend"] = args.backend
+    for key in ("fc3_cutoff_pair_distance", "fc3_random_displacements"):
+        if getattr(args, key, None) is not None:  # opt-in protocol deviations
+            phono_cfg[key] = getattr(args, key)
     phono = Phono3pySettings.from_mapping(phono_cfg)
     relax = RelaxSettings.from_mapping(cfg.get("relax"))
     defaults = StructureDefaults.from_mapping(cfg.get("structure_defaults"))
@@ -71,9 +74,21 @@ def _inputs(args: argparse.Namespace) -> tuple:
     return out, files, cfg, structures, spec, phono, relax, defaults, overrides
 
 
+def _force_settings(args: argparse.Namespace, cfg: dict):
+    """config ``forces:`` overridden by --force-path / --max-atoms-per-batch."""
+    from kappaflow.forces import ForceSettings
+
+    mapping = dict(cfg.get("forces") or {})
+    if getattr(args, "force_path", None):
+        mapping["path"] = args.force_path
+    if getattr(args, "max_atoms_per_batch", None):
+        mapping["max_atoms_per_batch"] = args.max_atoms_per_batch
+    return ForceSettings.from_mapping(mapping)
+
+
 def _relax_and_fc2(todo, args, files, structures, spec, relax, phono, defaults, overrides, model):
     """The relax and fc2 steps shared by ``kappa`` and ``gruneisen`` (those in ``todo``)."""
-    from kappaflow import steps
+    from kappaflow import io, steps
 
     if "relax" in todo:
         steps.run_relax(
@@ -96,6 +111,7 @@ def _relax_and_fc2(todo, args, files, structures, spec, relax, phono, defaults, 
             files["disp"],
             files["phonons"],
             loaded=model(),
+            force_settings=_force_settings(args, io.read_yaml(args.config) if args.config else {}),
         )
 
 
@@ -137,6 +153,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             files["fc3"],
             files["forces_fc3"],
             loaded=model(),
+            force_settings=_force_settings(args, cfg),
         )
     if "kappa" in todo:
         steps.run_kappa(
@@ -402,6 +419,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kappaflow", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def add_force_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--force-path",
+            choices=["auto", "serial", "batched"],
+            help="force evaluation: auto (batched forces-only call where the model family "
+            "has one), serial (ASE loop) or batched (default: config forces.path or auto)",
+        )
+        p.add_argument(
+            "--max-atoms-per-batch",
+            type=int,
+            help="atoms per batched model call (default: per device, kappaflow.forces)",
+        )
+
     def add_reference(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--reference-dir",
@@ -436,6 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=["C", "Rust"], help="phono3py backend (default C; recorded)"
     )
     k.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    add_force_options(k)
+    k.add_argument(
+        "--fc3-cutoff-pair-distance",
+        type=float,
+        help="PROTOCOL DEVIATION (labelled): phono3py fc3 pair cutoff in Å",
+    )
+    k.add_argument(
+        "--fc3-random-displacements",
+        type=int,
+        help="PROTOCOL DEVIATION (labelled): N random-displacement fc3 supercells, symfc fit",
+    )
     k.add_argument(
         "--threads",
         type=int,

@@ -348,8 +348,10 @@ def write_fc(
     fc: np.ndarray | None,
     p2s_map: np.ndarray | None,
     status: str = STATUS_OK,
+    attrs: dict[str, Any] | None = None,
 ) -> None:
-    """fc2.hdf5/fc3.hdf5 in phono3py's format; a gated job writes a status-only placeholder."""
+    """fc2.hdf5/fc3.hdf5 in phono3py's format; a gated job writes a status-only placeholder.
+    ``attrs`` (e.g. ``protocol_deviations``) become HDF5 attributes."""
     from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
 
     with atomic_path(path) as tmp:
@@ -365,6 +367,8 @@ def write_fc(
                 pass
         with h5py.File(tmp, "a") as h5:
             h5.attrs["kappaflow_status"] = status
+            for key, value in (attrs or {}).items():
+                h5.attrs[key] = value
 
 
 def fc_status(path: str | os.PathLike) -> str:

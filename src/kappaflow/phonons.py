@@ -14,11 +14,16 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator
 from phono3py import Phono3py
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
+from kappaflow.forces import (  # noqa: F401  (NonFiniteForcesError: re-exported)
+    ForceRun,
+    ForceSettings,
+    NonFiniteForcesError,
+    evaluate_forces,
+)
 from kappaflow.settings import Phono3pySettings
 from kappaflow.structures import MaterialSpec
 
@@ -28,10 +33,6 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="phono3py"
 
 #: k_SRME FREQUENCY_THRESHOLD (THz) for the 3 acoustic modes at Γ.
 FREQUENCY_THRESHOLD = -1e-2
-
-
-class NonFiniteForcesError(FloatingPointError):
-    """The model returned NaN/inf forces: recorded as a failure of the material, not a crash."""
 
 
 def to_phonopy_atoms(atoms: Atoms) -> PhonopyAtoms:
@@ -61,33 +62,53 @@ def init_phono3py(
         lang=settings.backend,
     )
     if displace:
-        ph3.generate_displacements(distance=settings.displacement)
+        if settings.fc3_random_displacements is not None:  # opt-in deviation (symfc fit)
+            ph3.generate_displacements(
+                distance=settings.displacement,
+                number_of_snapshots=settings.fc3_random_displacements,
+                random_seed=settings.random_seed,
+            )
+        else:  # PROTOCOL §4; the pair cutoff is an opt-in deviation (None by default)
+            ph3.generate_displacements(
+                distance=settings.displacement,
+                cutoff_pair_distance=settings.fc3_cutoff_pair_distance,
+            )
     ph3.mesh_numbers = list(settings.mesh or material.q_mesh)
     return ph3
 
 
+def force_run(
+    supercells: Sequence[PhonopyAtoms | None],
+    model: Any,
+    settings: ForceSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ForceRun:
+    """Forces (n, n_atoms, 3) in eV/Å on phono3py's supercells (None -> zeros, as phono3py)
+    and the record of how they were evaluated. ``model`` is a
+    :class:`~kappaflow.calculators.LoadedModel` (serial or batched path, chosen by
+    :func:`kappaflow.forces.choose_path`) or a bare ASE calculator (serial loop)."""
+    structures = [None if sc is None else to_ase_atoms(sc) for sc in supercells]
+    if hasattr(model, "calculator") and hasattr(model, "info"):
+        return evaluate_forces(
+            structures,
+            model.calculator,
+            getattr(model, "batch_forces", None),
+            settings,
+            device=str(model.info.get("device", "cpu")),
+            family=str(model.info.get("family", "")),
+            progress=progress,
+        )
+    return evaluate_forces(structures, model, None, settings, progress=progress)
+
+
 def compute_forces(
     supercells: Sequence[PhonopyAtoms | None],
-    calc: Calculator,
+    model: Any,
+    settings: ForceSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Forces (n, n_atoms, 3) in eV/Å, one supercell at a time (None -> zeros, as phono3py)."""
-    n_atoms = next(len(sc) for sc in supercells if sc is not None)
-    out = np.zeros((len(supercells), n_atoms, 3))
-    for i, sc in enumerate(supercells):
-        if sc is None:
-            continue
-        at = to_ase_atoms(sc)
-        at.calc = calc
-        out[i] = at.get_forces()
-        if progress is not None:
-            progress(i + 1, len(supercells))
-    if not np.all(np.isfinite(out)):
-        bad = sorted({int(i) for i in np.argwhere(~np.isfinite(out))[:, 0]})
-        raise NonFiniteForcesError(
-            f"model returned non-finite forces on displaced supercell(s) {bad[:10]}"
-        )
-    return out
+    """Forces only, see :func:`force_run`."""
+    return force_run(supercells, model, settings, progress).forces
 
 
 def fc2_from_forces(ph3: Phono3py, forces: np.ndarray) -> np.ndarray:
@@ -98,9 +119,16 @@ def fc2_from_forces(ph3: Phono3py, forces: np.ndarray) -> np.ndarray:
     return ph3.fc2
 
 
-def fc3_from_forces(ph3: Phono3py, forces: np.ndarray) -> np.ndarray:
-    """Symmetrised fc3 (compact) on the fc3 supercell (traditional finite differences)."""
+def fc3_from_forces(
+    ph3: Phono3py, forces: np.ndarray, settings: Phono3pySettings | None = None
+) -> np.ndarray:
+    """Symmetrised fc3 (compact) on the fc3 supercell: traditional finite differences
+    (PROTOCOL §4), or a symfc fit when ``settings`` asks for random displacements."""
     ph3.forces = np.asarray(forces)
+    if settings is not None and settings.fc3_random_displacements is not None:
+        # symfc imposes the space-group symmetry and sum rules in the fit itself
+        ph3.produce_fc3(fc_calculator="symfc")
+        return ph3.fc3
     ph3.produce_fc3()
     ph3.symmetrize_fc3()
     return ph3.fc3

@@ -83,9 +83,30 @@ class Phono3pySettings:
     conductivity_broken_symmetry: bool = False
     #: override of the dataset's q-mesh for every material (coarse test meshes)
     mesh: tuple[int, int, int] | None = None
+    #: Opt-in protocol deviations, off by default (docs/benchmarks.md "Protocol deviations"):
+    #: phono3py's fc3 pair cutoff (Å): displacement pairs farther apart are not computed
+    #: and their fc3 elements are zero;
+    fc3_cutoff_pair_distance: float | None = None
+    #: N supercells with every atom displaced by ``displacement`` in a random direction,
+    #: fc3 fitted by symfc, instead of the systematic pair displacements (fc2 stays
+    #: systematic on its own supercell).
+    fc3_random_displacements: int | None = None
+    random_seed: int = 0
 
     def __post_init__(self) -> None:
         _check_positive("phono3py.displacement", self.displacement)
+        if self.fc3_cutoff_pair_distance is not None:
+            _check_positive("phono3py.fc3_cutoff_pair_distance", self.fc3_cutoff_pair_distance)
+        n = self.fc3_random_displacements
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise SettingsError(
+                f"phono3py.fc3_random_displacements must be an integer >= 1, got {n!r}"
+            )
+        if n is not None and self.fc3_cutoff_pair_distance is not None:
+            raise SettingsError(
+                "phono3py.fc3_cutoff_pair_distance and phono3py.fc3_random_displacements "
+                "cannot be combined (the cutoff applies to systematic pair displacements)"
+            )
         _check_positive("phono3py.symprec", self.symprec)
         _check_positive("phono3py.boundary_mfp", self.boundary_mfp)
         if self.backend not in BACKENDS:
@@ -106,6 +127,19 @@ class Phono3pySettings:
         d = asdict(self)
         d["mesh"] = list(self.mesh) if self.mesh is not None else None
         return d
+
+    def protocol_deviations(self) -> list[str]:
+        """Labels of the opt-in deviations from PROTOCOL §4 in force (empty by default);
+        recorded in fc3.hdf5, forces_fc3.hdf5, kappa.json/.hdf5 and the gathered tables."""
+        out = []
+        if self.fc3_cutoff_pair_distance is not None:
+            out.append(f"fc3_cutoff_pair_distance={self.fc3_cutoff_pair_distance:g}")
+        if self.fc3_random_displacements is not None:
+            out.append(
+                f"fc3_random_displacements={self.fc3_random_displacements}"
+                f"(symfc,seed={self.random_seed})"
+            )
+        return out
 
 
 @dataclass(frozen=True)

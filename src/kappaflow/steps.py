@@ -8,6 +8,7 @@ status in the outputs; the DAG stays static and downstream steps write placehold
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -21,6 +22,7 @@ import pandas as pd
 
 from kappaflow import io
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
+from kappaflow.forces import ForceSettings
 from kappaflow.runtime import current_threads, scheduler_context
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, StructureDefaults
 from kappaflow.structures import MaterialSpec, frame_for, materials_table
@@ -130,6 +132,14 @@ def run_relax(
     return record
 
 
+def _force_log(info: dict[str, Any]) -> str:
+    rate = info.get("structures_per_s") or 0.0
+    return (
+        f"forces: {info['structures']} supercells, path {info['path']} ({info['reason']}), "
+        f"{info['model_calls']} model calls, {info['seconds']:.1f} s ({rate:.2f}/s)"
+    )
+
+
 def _material(record: dict[str, Any]) -> MaterialSpec:
     m = dict(record["material"])
     for key in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
@@ -151,6 +161,7 @@ def run_fc2(
     device: str = "auto",
     model_dir: str | Path = "resources/models",
     loaded: LoadedModel | None = None,
+    force_settings: ForceSettings | None = None,
 ) -> dict[str, Any]:
     """fc2 forces -> fc2.hdf5, harmonic frequencies on the mesh, and the κ gate.
 
@@ -179,9 +190,12 @@ def run_fc2(
         n_sc = len(ph3.phonon_supercells_with_displacements)
         log(f"fc2: {n_sc} supercells of {len(ph3.phonon_supercell)} atoms")
         try:
-            forces = phonons.compute_forces(
-                ph3.phonon_supercells_with_displacements, loaded.calculator
+            run = phonons.force_run(
+                ph3.phonon_supercells_with_displacements, loaded, force_settings
             )
+            forces = run.forces
+            out["force_evaluation"] = run.info
+            log(_force_log(run.info))
             t_forces = time.perf_counter() - t0
             fc2 = phonons.fc2_from_forces(ph3, forces)
             freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
@@ -234,8 +248,12 @@ def run_fc3(
     device: str = "auto",
     model_dir: str | Path = "resources/models",
     loaded: LoadedModel | None = None,
+    force_settings: ForceSettings | None = None,
 ) -> dict[str, Any]:
-    """fc3 forces -> fc3.hdf5, or status-only placeholders when the gate is closed."""
+    """fc3 forces -> fc3.hdf5, or status-only placeholders when the gate is closed.
+
+    Opt-in protocol deviations of ``settings`` (fc3 pair cutoff, random displacements
+    fitted by symfc) are labelled in both files' ``protocol_deviations`` attribute."""
     from kappaflow import phonons
 
     gate = io.read_json(phonons_json)
@@ -248,30 +266,50 @@ def run_fc3(
     material = _material(record)
     ph3 = phonons.init_phono3py(atoms, material, settings)
     loaded = loaded or load_calculator(model, device, model_dir)
+    deviations = settings.protocol_deviations()
+    labels = {"protocol_deviations": json.dumps(deviations)}
     t0 = time.perf_counter()
-    log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
+    n_sc = len(ph3.supercells_with_displacements)
+    log(f"fc3: {n_sc} supercells of {len(ph3.supercell)} atoms")
+    if deviations:
+        log(f"fc3: PROTOCOL DEVIATION(S): {', '.join(deviations)}")
     try:
-        forces = phonons.compute_forces(ph3.supercells_with_displacements, loaded.calculator)
+        run = phonons.force_run(ph3.supercells_with_displacements, loaded, force_settings)
+        forces = run.forces
+        log(_force_log(run.info))
         t_forces = time.perf_counter() - t0
-        fc3 = phonons.fc3_from_forces(ph3, forces)
+        t1 = time.perf_counter()
+        fc3 = phonons.fc3_from_forces(ph3, forces, settings)
+        t_fit = time.perf_counter() - t1
     except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
         status = failure_status(exc, "fc3")
         fields = _error_fields(exc)
         log(f"fc3 failed: {fields['errors'][0]}")
-        io.write_forces(out_forces, None, status=status, model=model.key, error=fields["errors"][0])
-        io.write_fc(out_fc3, 3, None, None, status=status)
+        io.write_forces(
+            out_forces, None, status=status, model=model.key, error=fields["errors"][0], **labels
+        )
+        io.write_fc(out_fc3, 3, None, None, status=status, attrs=labels)
         return {"status": status, **fields}
     io.write_forces(
         out_forces,
         forces,
         model=model.key,
         timing_s=t_forces,
+        fc3_fit_s=t_fit,
         checkpoint_sha256=str(loaded.info.get("checkpoint_sha256", "")),
+        force_evaluation=json.dumps(run.info),
+        **labels,
     )
-    io.write_fc(out_fc3, 3, fc3, ph3.primitive.p2s_map)
+    io.write_fc(out_fc3, 3, fc3, ph3.primitive.p2s_map, attrs=labels)
     return {
         "status": io.STATUS_OK,
-        "timing_s": {"fc3_forces": t_forces, "fc3_total": time.perf_counter() - t0},
+        "force_evaluation": run.info,
+        "protocol_deviations": deviations,
+        "timing_s": {
+            "fc3_forces": t_forces,
+            "fc3_fit": t_fit,
+            "fc3_total": time.perf_counter() - t0,
+        },
     }
 
 
@@ -351,10 +389,17 @@ def run_kappa(
         "timing_s": {**relax_record.get("timing_s", {}), **gate.get("timing_s", {})},
     }
     record["errors"] = list(gate.get("errors", []))
+    record["protocol_deviations"] = protocol_deviations(settings.phono3py, gate["model"])
+    if gate.get("force_evaluation"):
+        record["force_evaluation"] = {"fc2": gate["force_evaluation"]}
     if fc3_forces is not None:
         fc3_meta = io.read_attrs(fc3_forces)
         if "timing_s" in fc3_meta:
             record["timing_s"]["fc3_forces"] = float(fc3_meta["timing_s"])
+        if "force_evaluation" in fc3_meta:
+            record.setdefault("force_evaluation", {})["fc3"] = json.loads(
+                str(fc3_meta["force_evaluation"])
+            )
         if "error" in fc3_meta:
             record["errors"].append(str(fc3_meta["error"]))
     fc3_status = io.fc_status(fc3_path)
@@ -388,7 +433,10 @@ def run_kappa(
         io.write_kappa_hdf5(
             out_hdf5,
             {"temperature": np.asarray(settings.temperatures)},
-            {"kappaflow_status": record["status"]},
+            {
+                "kappaflow_status": record["status"],
+                "protocol_deviations": json.dumps(record["protocol_deviations"]),
+            },
         )
         io.write_json(out_record, record)
         return record
@@ -404,11 +452,18 @@ def run_kappa(
         "backend": settings.phono3py.backend,
         "transport_type": "SMM19-rta",
         "version": io.package_versions()["phono3py"] or "",
+        "protocol_deviations": json.dumps(record["protocol_deviations"]),
     }
     io.write_kappa_hdf5(out_hdf5, kappa_datasets(result), attrs)
     io.write_json(out_record, record)
     log(f"κ_TOT_ave = {record['kappa_TOT_ave']} W/mK in {record['timing_s']['kappa']:.1f} s")
     return record
+
+
+def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) -> list[str]:
+    """Every opt-in deviation from PROTOCOL.md behind one result: the fc3 approximations
+    of ``settings`` and a non-default model dtype. Empty for the published protocol."""
+    return [*model_info.get("protocol_deviations", []), *settings.protocol_deviations()]
 
 
 # ---------------------------------------------------------------------------- gather
@@ -431,6 +486,7 @@ def gather_row(record: dict[str, Any], kappa_hdf5: str | Path) -> dict[str, Any]
         "relaxed_space_group_number": record["relaxed_space_group_number"],
         "reached_max_steps": record["relax"]["reached_max_steps"],
         "errors": record.get("errors", []),
+        "protocol_deviations": ";".join(record.get("protocol_deviations", [])),
     }
     nan_t = [np.nan] * len(record["temperatures"])
     if record["status"] != io.STATUS_OK:
@@ -552,8 +608,25 @@ def run_model_metrics(
         per_material = pd.concat([per_material, extra])
     summary["n_skipped"] = len(skipped)
     summary["temperature"] = temperature
+    deviations = _table_deviations(pred)
+    if deviations:  # opt-in approximations: labelled on every row and in the summary
+        per_material["protocol_deviations"] = [
+            pred.loc[m, "protocol_deviations"] if m in pred.index else ""
+            for m in per_material.index
+        ]
+        summary["protocol_deviations"] = ";".join(deviations)
     io.write_csv(out_csv, per_material.reset_index())
     return summary
+
+
+def _table_deviations(table: pd.DataFrame) -> list[str]:
+    """Distinct protocol-deviation labels in a gathered table (none for older tables)."""
+    if "protocol_deviations" not in table.columns:
+        return []
+    labels = set()
+    for value in table["protocol_deviations"].fillna(""):
+        labels.update(x for x in str(value).split(";") if x)
+    return sorted(labels)
 
 
 def _reference_ok(row: pd.Series, temperature: float) -> bool:
@@ -609,6 +682,7 @@ def run_summary(
         "gamma_mean_SRME",
         "gamma_n_failed",
         "gamma_n_sign_mismatch",
+        "protocol_deviations",
     ]
     cols = [c for c in cols if c in df.columns]
     lines = [
@@ -625,6 +699,12 @@ def run_summary(
     for _, r in df.iterrows():
         cells = [_cell(r[c]) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    if "protocol_deviations" in df.columns and df["protocol_deviations"].fillna("").ne("").any():
+        lines += [
+            "",
+            "PROTOCOL DEVIATION: rows with protocol_deviations used opt-in approximations "
+            "(README, 'Protocol deviations'); they are not comparable to published numbers.",
+        ]
     if df.get("n_materials", pd.Series([1])).fillna(0).eq(0).all():
         lines += [
             "",
@@ -1020,6 +1100,12 @@ def run_gruneisen_fc3_check(
         return out
     if io.read_attrs(forces_fc3).get("kappaflow_status", io.STATUS_OK) != io.STATUS_OK:
         out["status"] = f"no fc3 forces ({io.read_attrs(forces_fc3)['kappaflow_status']})"
+        io.write_json(out_json, out)
+        return out
+    deviations = phono3py_settings.protocol_deviations()
+    if deviations:  # the check rebuilds the systematic displacement set
+        out["status"] = "skipped: fc3 forces from protocol deviation(s) " + ", ".join(deviations)
+        out["protocol_deviations"] = deviations
         io.write_json(out_json, out)
         return out
     atoms, record = io.read_structure(relaxed)
