@@ -53,3 +53,45 @@ def test_device_auto_picks_cuda_when_present():
     from kappaflow.calculators import resolve_device
 
     assert resolve_device("auto") == "cuda"
+
+
+_BATCHED = """
+import json, sys
+import numpy as np
+from kappaflow import phonons, steps
+from kappaflow.calculators import load_calculator, model_spec
+from kappaflow.forces import ForceSettings
+from kappaflow.settings import Phono3pySettings
+atoms, mat = steps.load_material(sys.argv[2], "mp-22862")
+ph3 = phonons.init_phono3py(atoms, mat, Phono3pySettings())
+loaded = load_calculator(model_spec(sys.argv[1]), device="cuda")
+cells = ph3.supercells_with_displacements
+serial = phonons.force_run(cells, loaded, ForceSettings(path="serial"))
+auto = phonons.force_run(cells, loaded)  # the default CUDA budget: the whole set per call
+print("RESULT " + json.dumps({"path": auto.info["path"], "calls": auto.info["model_calls"],
+      "max_dF": float(np.abs(serial.forces - auto.forces).max())}))
+"""
+
+
+@pytest.mark.parametrize(("model", "tol"), [("chgnet-0.3.0", 1e-4), ("sevennet-0", 1e-4)])
+def test_batched_forces_on_cuda_equal_serial(model, tol, reference_dir):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _BATCHED,
+            model,
+            str(reference_dir / "phononDB-PBE-structures.extxyz"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    import json
+
+    out = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+    assert out["path"] == "batched" and out["calls"] < 146
+    assert out["max_dF"] <= tol

@@ -536,3 +536,22 @@ def test_slurm_profile_dry_run(env, tmp_path):
     for rule, minutes in DEFAULT_RUNTIME_MINUTES.items():
         assert resources[rule]["runtime"] == str(minutes), rule
     assert int(resources["kappa"]["mem_mb"]) >= 16000
+
+
+def test_gpu_profile_dry_run(env, tmp_path):
+    """profiles/gpu parses: force rules hold the one `gpu` unit, so one force job at a time
+    uses the GPU, while the CPU-only conductivity jobs run beside it."""
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, tmp_path / name)
+    proc = run_dot_test(tmp_path, env, "-n", "--workflow-profile", REPO / "profiles" / "gpu")
+    check_ok(proc)
+    assert f"Using workflow specific profile {REPO / 'profiles' / 'gpu'}" in proc.stdout
+    resources = {}
+    for block in re.split(r"\n\s*\n", proc.stdout):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
+        if rule and res:
+            resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
+    for rule in ("relax", "fc2", "fc3", "gruneisen"):
+        assert resources[rule].get("gpu") == "1", (rule, resources[rule])
+    assert "gpu" not in resources["kappa"]
