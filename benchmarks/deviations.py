@@ -33,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random", type=int, nargs="*", default=[128])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reference-dir")
+    ap.add_argument(
+        "--reuse-kappa",
+        action="store_true",
+        help="re-time the fc3 steps only; take κ from an earlier run's WORK/<variant>/kappa.json",
+    )
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(SRC))
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, extra in variants:
         vdir = work / name.replace("=", "-")
         vdir.mkdir(parents=True, exist_ok=True)
-        for f in ("relaxed.extxyz", "phonons.json", "fc2.hdf5"):
+        for f in ("relaxed.extxyz", "phonons.json", "fc2.hdf5"):  # the same fc2 for all
             shutil.copy(base / f, vdir / f)
         settings = Phono3pySettings(**extra)
         t0 = time.perf_counter()
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "systematic":
             kappa = k_base  # the full protocol's own κ (WORK/base)
             t_kappa = base_record["timing_s"].get("kappa", float("nan"))
+        elif args.reuse_kappa and (vdir / "kappa.json").exists():
+            rec = io.read_json(vdir / "kappa.json")
+            kappa, t_kappa = rec["kappa_TOT_ave"][0], rec["timing_s"]["kappa"]
         else:
             rec = steps.run_kappa(
                 vdir / "relaxed.extxyz",

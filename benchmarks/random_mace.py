@@ -3,7 +3,8 @@
     python benchmarks/random_mace.py --size medium --elements Ga N --out /tmp/medium.model
 
 ``medium`` has the architecture of MACE-MP-0 medium (r_max 6 Å, 128x0e+128x1o, L_max 3,
-correlation 3, 2 interactions; about 4.7 M parameters); ``small`` is a tiny test model.
+correlation 3, 2 interactions); with ``--elements all`` (Z = 1-89, as MACE-MP-0) it has the
+same 4.7 M parameters. ``small`` is a tiny test model.
 The MACE-MP-0 weights are downloaded from GitHub at first use, which is not possible
 offline, and the force-evaluation cost depends on the architecture, not on the weights.
 """
@@ -39,7 +40,7 @@ SIZES = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="medium")
-    ap.add_argument("--elements", nargs="+", required=True, help="chemical symbols")
+    ap.add_argument("--elements", nargs="+", required=True, help="chemical symbols, or all")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -47,13 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
     from ase.data import atomic_numbers
+
+    torch.serialization.add_safe_globals([slice])  # e3nn's constants.pt under torch >= 2.6
     from e3nn import o3
     from mace import modules
 
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(args.seed)
     cfg = SIZES[args.size]
-    zs = sorted(atomic_numbers[e] for e in args.elements)
+    if args.elements == ["all"]:
+        zs = list(range(1, 90))  # MACE-MP-0's 89 elements
+    else:
+        zs = sorted(atomic_numbers[e] for e in args.elements)
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
     model = modules.ScaleShiftMACE(
         r_max=cfg["r_max"],
