@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cutoff", type=float, nargs="*", default=[4.0])
     ap.add_argument("--random", type=int, nargs="*", default=[128])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--mesh", type=int, nargs=3, help="coarser q-mesh than the material's own")
     ap.add_argument("--reference-dir")
     ap.add_argument(
         "--reuse-kappa",
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--material", args.material, "--out", str(base), "--threads", str(args.threads)]
         if args.reference_dir:
             cmd += ["--reference-dir", args.reference_dir]
+        if args.mesh:
+            cmd += ["--mesh", *map(str, args.mesh)]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
     base_record = io.read_json(base / "kappa.json")
     k_base = base_record["kappa_TOT_ave"][0]
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         vdir.mkdir(parents=True, exist_ok=True)
         for f in ("relaxed.extxyz", "phonons.json", "fc2.hdf5"):  # the same fc2 for all
             shutil.copy(base / f, vdir / f)
-        settings = Phono3pySettings(**extra)
+        settings = Phono3pySettings(mesh=tuple(args.mesh) if args.mesh else None, **extra)
         t0 = time.perf_counter()
         fc3 = steps.run_fc3(
             vdir / "relaxed.extxyz",

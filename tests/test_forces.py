@@ -60,9 +60,20 @@ def test_every_index_is_planned_exactly_once():
     assert all(sum(sizes[i] for i in g) <= 1000 or len(g) == 1 for g in groups)
 
 
-def test_choose_path_per_setting_and_family():
+def test_choose_path_per_setting_device_and_family():
     auto = ForceSettings()
-    assert choose_path(auto, has_batched=True, family="chgnet")[0] == "batched"
+    # CPU: the measured table (kappaflow.forces.AUTO_CPU)
+    assert choose_path(auto, True, "chgnet", "cpu")[0] == "batched"
+    assert choose_path(auto, True, "mace", "cpu")[0] == "batched"
+    assert choose_path(auto, True, "sevennet", "cpu")[0] == "serial"
+    assert max_atoms_for(auto, "cpu", "chgnet") == 256
+    assert max_atoms_for(auto, "cpu", "mace") == 1  # one supercell per call
+    # an explicit budget means batched, on any family that has a batched call
+    assert choose_path(ForceSettings(max_atoms_per_batch=512), True, "sevennet")[0] == "batched"
+    # CUDA: batched for every family with a batched call, the device's budget
+    for family in ("chgnet", "mace", "sevennet"):
+        assert choose_path(auto, True, family, "cuda:0")[0] == "batched"
+        assert max_atoms_for(auto, "cuda", family) == DEFAULT_MAX_ATOMS["cuda"]
     path, reason = choose_path(auto, has_batched=False, family="emt")
     assert path == "serial" and "emt" in reason
     assert choose_path(ForceSettings(path="serial"), True)[0] == "serial"
@@ -81,7 +92,7 @@ def test_force_settings_errors_name_the_key():
 
 
 def test_default_budget_per_device():
-    assert max_atoms_for(ForceSettings(), "cpu") == DEFAULT_MAX_ATOMS["cpu"]
+    assert max_atoms_for(ForceSettings(), "cpu", "emt") == DEFAULT_MAX_ATOMS["cpu"]
     assert max_atoms_for(ForceSettings(), "cuda:1") == DEFAULT_MAX_ATOMS["cuda"]
     assert max_atoms_for(ForceSettings(max_atoms_per_batch=100), "cuda") == 100
 
@@ -115,7 +126,12 @@ def test_batched_path_equals_serial_and_records_the_run():
 def test_skipped_pairs_get_zero_forces_and_are_not_evaluated():
     structures = _rattled_cu(4)
     calls: list[int] = []
-    run = evaluate_forces([structures[0], None, structures[1], None], EMT(), _emt_batch(calls))
+    run = evaluate_forces(
+        [structures[0], None, structures[1], None],
+        EMT(),
+        _emt_batch(calls),
+        ForceSettings(path="batched"),
+    )
     assert sum(calls) == 2
     assert np.all(run.forces[[1, 3]] == 0) and np.any(run.forces[0] != 0)
     assert run.info["skipped_by_cutoff"] == 2
@@ -126,7 +142,7 @@ def test_non_finite_forces_raise_the_recorded_failure():
         return [np.full((len(s), 3), np.nan) for s in structures]
 
     with pytest.raises(NonFiniteForcesError, match=r"supercell\(s\) \[0, 1\]"):
-        evaluate_forces(_rattled_cu(2), EMT(), nan_batch)
+        evaluate_forces(_rattled_cu(2), EMT(), nan_batch, ForceSettings(path="batched"))
 
 
 def test_batched_forces_reports_progress():

@@ -7,12 +7,23 @@ package. Both paths give the same forces: the realmodel tests assert max |ΔF| <
 for float64 models and <= 1e-4 eV/Å for float32 ones on every supercell of a real material
 (measured: 0 exactly on CPU for CHGNet, SevenNet-0 and MACE).
 
-Path choice (``path: auto``): the batched call when the family has one, on every device.
-It evaluates forces only, where the ASE calculators of all three families also compute the
-stress (and CHGNet the magnetic moments) on every call, so even one supercell per call is
-faster than the serial loop on CPU; larger batches are the GPU lever. Batches are filled
-with consecutive supercells up to ``max_atoms_per_batch`` atoms (default per device, below);
-a supercell larger than the budget goes alone.
+Path choice (``path: auto``) per device type and model family, from the measurements in
+docs/benchmarks.md ("Force evaluation", 2-core CPU, NaCl fc3 set):
+
+* CUDA: the batched call for every family that has one, ``DEFAULT_MAX_ATOMS["cuda"]`` atoms
+  per call (the GPU lever).
+* CPU, CHGNet: batches of 4 fc3 supercells (256 atoms), 1.25x the serial loop: the forces-only
+  task skips the stress and magnetic moments the ASE calculator always computes.
+* CPU, MACE: one supercell per call, forces only (the ASE calculator also computes the
+  stress). Larger batches of a MACE-MP-0-medium-sized model are memory-bound on CPU (4 per
+  call: 0.70x), although a tiny MACE gains 1.5x from them.
+* CPU, SevenNet: the serial loop; its batched model computes the stress too, and 4 per call
+  ran at 0.74x.
+* any other calculator: the serial loop.
+
+An explicit ``max_atoms_per_batch`` (or ``path: batched``) overrides the table; batches are
+filled with consecutive supercells up to the budget, and a supercell larger than the budget
+goes alone.
 """
 
 from __future__ import annotations
@@ -28,12 +39,18 @@ from ase.calculators.calculator import Calculator
 
 PATHS = ("auto", "serial", "batched")
 
-#: Atoms per model call when ``max_atoms_per_batch`` is not set, by device type.
-#: CPU: measured on the 2-core VM (docs/benchmarks.md "Force evaluation"): batches of 1-4
-#: fc3 supercells (64-256 atoms) are equally fast; bigger ones lose to cache misses.
-#: CUDA: large enough to fill a GPU with 64-72-atom fc3 supercells, small enough for
-#: a 512-atom fc2 supercell's graph plus a batch in 16 GB.
+#: Atoms per batched call when ``max_atoms_per_batch`` is not set, by device type.
+#: CUDA: fills a GPU with 64-72-atom fc3 supercells (~230 per call) and leaves room for a
+#: 512-atom fc2 graph; CPU: 4 fc3 supercells.
 DEFAULT_MAX_ATOMS = {"cpu": 256, "cuda": 16384}
+
+#: What ``path: auto`` does on CPU, per family: (path, atoms per call or None for the
+#: device default). 1 atom = one supercell per call. Measured, see the module docstring.
+AUTO_CPU = {
+    "chgnet": ("batched", None),
+    "mace": ("batched", 1),
+    "sevennet": ("serial", None),
+}
 
 
 class ForceError(ValueError):
@@ -79,11 +96,18 @@ def device_type(device: str) -> str:
     return "cuda" if str(device).startswith("cuda") else "cpu"
 
 
-def max_atoms_for(settings: ForceSettings, device: str) -> int:
-    return settings.max_atoms_per_batch or DEFAULT_MAX_ATOMS[device_type(device)]
+def max_atoms_for(settings: ForceSettings, device: str, family: str = "") -> int:
+    """Atoms per batched call: the setting, else the family's CPU choice, else per device."""
+    if settings.max_atoms_per_batch:
+        return settings.max_atoms_per_batch
+    if device_type(device) == "cpu" and AUTO_CPU.get(family, ("", None))[1]:
+        return AUTO_CPU[family][1]
+    return DEFAULT_MAX_ATOMS[device_type(device)]
 
 
-def choose_path(settings: ForceSettings, has_batched: bool, family: str = "") -> tuple[str, str]:
+def choose_path(
+    settings: ForceSettings, has_batched: bool, family: str = "", device: str = "cpu"
+) -> tuple[str, str]:
     """(path, reason). ``batched`` on a family without a batched call is an error."""
     if settings.path == "serial":
         return "serial", "forces.path=serial"
@@ -96,7 +120,12 @@ def choose_path(settings: ForceSettings, has_batched: bool, family: str = "") ->
         return "batched", "forces.path=batched"
     if not has_batched:
         return "serial", f"family {family or '?'!r} has no batched call: serial ASE loop"
-    return "batched", "auto: the family's batched forces-only call"
+    if device_type(device) == "cuda":
+        return "batched", "auto on CUDA: the family's batched forces-only call"
+    if settings.max_atoms_per_batch:
+        return "batched", "auto with max_atoms_per_batch set: batched"
+    path = AUTO_CPU.get(family, ("serial", None))[0]
+    return path, f"auto on CPU for {family}: {path} (measured, kappaflow.forces.AUTO_CPU)"
 
 
 def plan_batches(sizes: Sequence[int], max_atoms: int) -> list[list[int]]:
@@ -166,11 +195,11 @@ def evaluate_forces(
     if not present:
         raise ForceError("no structures to evaluate")
     n_atoms = len(structures[present[0]])
-    path, reason = choose_path(settings, batch_call is not None, family)
+    path, reason = choose_path(settings, batch_call is not None, family, device)
     todo = [structures[i] for i in present]
     t0 = time.perf_counter()
     if path == "batched":
-        max_atoms = max_atoms_for(settings, device)
+        max_atoms = max_atoms_for(settings, device, family)
         got = batched_forces(todo, batch_call, max_atoms, progress)
         n_calls = len(plan_batches([len(s) for s in todo], max_atoms))
     else:
