@@ -17,7 +17,7 @@ rule kappa:
         "logs/benchmark/kappa/{model}/{material}.tsv"
     conda:
         "../envs/analysis.yaml"
-    threads: 8
+    threads: 1  # two 1-thread κ jobs beat one 2-thread job (docs/benchmarks.md); profiles raise it
     resources:
         mem_mb=4000,
         runtime=runtime_for("kappa"),

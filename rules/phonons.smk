@@ -16,7 +16,7 @@ rule fc2:
         "logs/benchmark/fc2/{model}/{material}.tsv"
     conda:
         get_model_env
-    threads: 1
+    threads: 1  # side-by-side 1-thread force jobs: 1.55x one 2-thread job at a time on CPU
     resources:
         mem_mb=6000,
         runtime=runtime_for("fc2"),
@@ -42,7 +42,7 @@ rule fc3:
         "logs/benchmark/fc3/{model}/{material}.tsv"
     conda:
         get_model_env
-    threads: 1
+    threads: 1  # side-by-side 1-thread force jobs: 1.55x one 2-thread job at a time on CPU
     resources:
         mem_mb=6000,
         runtime=runtime_for("fc3"),
