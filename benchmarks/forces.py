@@ -63,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_calculator(model_spec(args.model), device=args.device)
     configure_threads(args.threads)  # torch may have been imported by the loader
     settings = forces.ForceSettings(max_atoms_per_batch=args.max_atoms_per_batch)
-    max_atoms = forces.max_atoms_for(settings, args.device)
+    family = loaded.info["family"]
     chosen, reason = forces.choose_path(
-        settings, loaded.batch_forces is not None, loaded.info["family"]
+        settings, loaded.batch_forces is not None, family, args.device
     )
+    # the batched path as kappaflow runs it (the family's budget on this device); where auto
+    # picks the serial loop, the batched call is timed with the device's default budget
+    max_atoms = forces.max_atoms_for(settings, args.device, family)
 
     def sync() -> None:
         if args.device == "cuda":
