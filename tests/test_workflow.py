@@ -504,6 +504,17 @@ def test_bad_runtime_base_fails_at_start_naming_it(env, tmp_path):
     assert "kappa:runtime_base=0" in proc.stdout and "Job stats:" not in proc.stdout
 
 
+def _planned_resources(output: str) -> dict[str, dict[str, str]]:
+    """rule -> {resource: value} from a dry run's job blocks."""
+    resources = {}
+    for block in re.split(r"\n\s*\n", output):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
+        res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
+        if rule and res:
+            resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
+    return resources
+
+
 def test_slurm_profile_dry_run(env, tmp_path):
     """profiles/slurm parses with the pinned snakemake + plugin: force rules ask for a
     GPU, the conductivity for none, runtimes are kappaflow's (no SLURM needed)."""
@@ -527,12 +538,7 @@ def test_slurm_profile_dry_run(env, tmp_path):
     )  # fmt: skip
     check_ok(proc)
     assert f"Using workflow specific profile {REPO / 'profiles' / 'slurm'}" in proc.stdout
-    resources = {}
-    for block in re.split(r"\n\s*\n", proc.stdout):
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
-        res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
-        if rule and res:
-            resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
+    resources = _planned_resources(proc.stdout)
     for rule in ("relax", "fc2", "fc3", "gruneisen", "finetune_label", "finetune_train"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
     for rule in ("kappa", "gruneisen_fc3_check", "gather", "metrics"):
@@ -550,12 +556,7 @@ def test_gpu_profile_dry_run(env, tmp_path):
     proc = run_dot_test(tmp_path, env, "-n", "--workflow-profile", REPO / "profiles" / "gpu")
     check_ok(proc)
     assert f"Using workflow specific profile {REPO / 'profiles' / 'gpu'}" in proc.stdout
-    resources = {}
-    for block in re.split(r"\n\s*\n", proc.stdout):
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.MULTILINE)
-        res = re.search(r"^\s+resources: (.*)$", block, flags=re.MULTILINE)
-        if rule and res:
-            resources[rule[1]] = dict(kv.split("=", 1) for kv in res[1].split(", "))
+    resources = _planned_resources(proc.stdout)
     for rule in ("relax", "fc2", "fc3", "gruneisen"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
     assert "gpu" not in resources["kappa"]
