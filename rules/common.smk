@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # a checkout works unin
 
 from kappaflow import io as kio
 from kappaflow.calculators import BUILTIN_MODELS, model_spec
-from kappaflow.forces import ForceSettings
+from kappaflow.forces import ForceSettings, check_families
 from kappaflow.finetune import FinetuneRecipe, auto_train_materials, holdout_by_composition
 from kappaflow.reference import FILES, KAPPA_KEYS, resolve_reference_dir
 from kappaflow.runtime import DEFAULT_RUNTIME_MINUTES, raised_runtime
@@ -126,6 +126,10 @@ REFERENCE_MODEL = _ref_kappa.split(":", 1)[1] if _ref_kappa.startswith("model:")
 _extra_models = [k for _r in FINETUNE.values() for k in (_r.base, _r.key)]
 _extra_models += [REFERENCE_MODEL] if REFERENCE_MODEL else []
 MODELS = list(dict.fromkeys([*config["models"], *_extra_models]))
+check_families(
+    ForceSettings.from_mapping(config["forces"]),
+    {m: model_spec(m, MODEL_DEFINITIONS).family for m in MODELS},
+)
 for _m in MODELS:
     model_spec(_m, MODEL_DEFINITIONS)  # fails at start naming an unknown model
 TEMPS = [float(t) for t in config["temperatures"]]

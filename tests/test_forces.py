@@ -149,3 +149,39 @@ def test_batched_forces_reports_progress():
     seen = []
     batched_forces(_rattled_cu(5), _emt_batch([]), 64, progress=lambda i, n: seen.append((i, n)))
     assert seen == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_batched_path_on_a_family_without_one_fails_naming_the_models():
+    from kappaflow.forces import check_families
+
+    check_families(ForceSettings(), {"emt": "emt"})  # auto: fine
+    check_families(ForceSettings(path="batched"), {"chgnet-0.3.0": "chgnet"})
+    with pytest.raises(ForceError, match=r"model\(s\) emt, my-calc have no batched call"):
+        check_families(
+            ForceSettings(path="batched"),
+            {"my-calc": "ase", "emt": "emt", "sevennet-0": "sevennet"},
+        )
+
+
+def test_bad_force_settings_in_a_step_raise_instead_of_failing_the_material(tmp_path):
+    """A settings error is an input error: it is raised, not recorded as fc2_error."""
+    from ase.io import write
+
+    from kappaflow import steps
+    from kappaflow.calculators import model_spec
+    from kappaflow.cli import MATERIAL_FILES
+    from kappaflow.settings import Phono3pySettings, RelaxSettings
+
+    cu = bulk("Cu", "fcc", a=3.59)
+    cu.info = {"material_id": "Cu", "fc2_supercell": [2] * 3, "fc3_supercell": [2] * 3,
+               "q_mesh": [3] * 3}  # fmt: skip
+    write(tmp_path / "s.extxyz", cu, format="extxyz")
+    f = {k: tmp_path / v for k, v in MATERIAL_FILES.items()}
+    spec = model_spec("emt")
+    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    with pytest.raises(ForceError, match="family 'emt' has no batched call"):
+        steps.run_fc2(
+            f["relaxed"], spec, Phono3pySettings(), f["fc2"], f["forces_fc2"], f["disp"],
+            f["phonons"], force_settings=ForceSettings(path="batched"),
+        )  # fmt: skip
+    assert not f["phonons"].exists()

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.realmodel]
+
+
+def _python(code: str, *args: str) -> str:
+    """Run ``code`` in its own Python process (one model per process); its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
+    return proc.stdout
+
 
 _CODE = """
 import numpy as np, torch
@@ -32,17 +42,8 @@ def test_chgnet_forces_on_cuda_match_cpu(reference_dir):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _CODE.format(structures=str(reference_dir / "phononDB-PBE-structures.extxyz")),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    line = [x for x in proc.stdout.splitlines() if x.startswith("MAXDIFF")][-1]
+    stdout = _python(_CODE.format(structures=str(reference_dir / "phononDB-PBE-structures.extxyz")))
+    line = [x for x in stdout.splitlines() if x.startswith("MAXDIFF")][-1]
     assert float(line.split()[1]) < 1e-4  # float32 model: CPU and GPU agree to float32 noise
 
 
@@ -78,20 +79,7 @@ def test_batched_forces_on_cuda_equal_serial(model, tol, reference_dir):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _BATCHED,
-            model,
-            str(reference_dir / "phononDB-PBE-structures.extxyz"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    import json
-
-    out = json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
+    stdout = _python(_BATCHED, model, str(reference_dir / "phononDB-PBE-structures.extxyz"))
+    out = json.loads([x for x in stdout.splitlines() if x.startswith("RESULT ")][-1][7:])
     assert out["path"] == "batched" and out["calls"] < 146
     assert out["max_dF"] <= tol

@@ -560,3 +560,12 @@ def test_gpu_profile_dry_run(env, tmp_path):
     for rule in ("relax", "fc2", "fc3", "gruneisen"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
     assert "gpu" not in resources["kappa"]
+
+
+def test_batched_path_for_a_model_without_one_fails_at_start(env, tmp_path):
+    for name in ("config.yaml", "structures.extxyz"):
+        shutil.copy(REPO / ".test" / name, tmp_path / name)
+    proc = run_dot_test(tmp_path, env, "-n", "--config", "forces={path: batched}")
+    assert proc.returncode != 0
+    assert "forces.path=batched, but model(s) emt have no batched call" in proc.stdout
+    assert "Job stats:" not in proc.stdout

@@ -128,6 +128,23 @@ def choose_path(
     return path, f"auto on CPU for {family}: {path} (measured, kappaflow.forces.AUTO_CPU)"
 
 
+#: Families whose registry entry provides a batched call (kappaflow.calculators).
+BATCHED_FAMILIES = ("mace", "chgnet", "sevennet")
+
+
+def check_families(settings: ForceSettings, families: dict[str, str]) -> None:
+    """Fail before any job runs when ``path: batched`` meets a model (key -> family) that
+    has no batched call; the message names the models."""
+    if settings.path != "batched":
+        return
+    bad = sorted(k for k, fam in families.items() if fam not in BATCHED_FAMILIES)
+    if bad:
+        raise ForceError(
+            f"forces.path=batched, but model(s) {', '.join(bad)} have no batched call "
+            f"(families with one: {', '.join(BATCHED_FAMILIES)}); use path auto or serial"
+        )
+
+
 def plan_batches(sizes: Sequence[int], max_atoms: int) -> list[list[int]]:
     """Consecutive indices grouped so each group holds at most ``max_atoms`` atoms (a
     structure larger than the budget forms a group of its own)."""

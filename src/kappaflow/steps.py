@@ -22,7 +22,7 @@ import pandas as pd
 
 from kappaflow import io
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
-from kappaflow.forces import ForceSettings
+from kappaflow.forces import ForceError, ForceSettings
 from kappaflow.runtime import current_threads, scheduler_context
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, StructureDefaults
 from kappaflow.structures import MaterialSpec, frame_for, materials_table
@@ -199,6 +199,8 @@ def run_fc2(
             t_forces = time.perf_counter() - t0
             fc2 = phonons.fc2_from_forces(ph3, forces)
             freqs = phonons.grid_frequencies(atoms, material, fc2, settings)
+        except ForceError:  # bad forces settings: an input error, not physics
+            raise
         except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
             failure = failure_status(exc, "fc2")
             fields = _error_fields(exc)
@@ -281,6 +283,8 @@ def run_fc3(
         t1 = time.perf_counter()
         fc3 = phonons.fc3_from_forces(ph3, forces, settings)
         t_fit = time.perf_counter() - t1
+    except ForceError:  # bad forces settings: an input error, not physics
+        raise
     except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
         status = failure_status(exc, "fc3")
         fields = _error_fields(exc)
