@@ -57,9 +57,9 @@ rule metrics:
         runtime=30,
     params:
         materials=MATERIALS,
-        temperature=300.0,
+        temperature=REFERENCE_TEMPERATURE,
         computed_temperatures=TEMPS,
-        reference_model=REFERENCE_MODEL,
+        reference_model=CONFIG.reference_model,
     script:
         "../scripts/metrics.py"
 
@@ -164,7 +164,7 @@ rule cumulative_plots:
         mem_mb=2000,
         runtime=30,
     params:
-        materials=SCORED,
-        temperature=300.0,
+        materials=CONFIG.scored,
+        temperature=REFERENCE_TEMPERATURE,
     script:
         "../scripts/cumulative_plots.py"

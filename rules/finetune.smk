@@ -24,11 +24,11 @@ rule finetune_export:
         mem_mb=4000,
         runtime=60,
     params:
-        materials=lambda w: FT_TRAIN[w.ftmodel],
-        export=lambda w: FINETUNE[w.ftmodel].export.as_dict(),
+        materials=get_ft_materials,
+        export=get_ft_export,
         phono3py=config["phono3py"],
-        defaults=config["structure_defaults"],
-        overrides=config["material_overrides"],
+        structure_defaults=config["structure_defaults"],
+        material_overrides=config["material_overrides"],
     script:
         "../scripts/finetune_export.py"
 
@@ -43,14 +43,14 @@ rule finetune_label:
     benchmark:
         "logs/benchmark/finetune_label/{ftmodel}.tsv"
     conda:
-        lambda w: env_for(FINETUNE[w.ftmodel].label_with)
+        get_ft_teacher_env
     threads: 1
     resources:
         mem_mb=8000,
         runtime=runtime_for("finetune_label"),
     params:
-        model=lambda w: model_dict(FINETUNE[w.ftmodel].label_with),
-        with_stress=lambda w: FINETUNE[w.ftmodel].train.stress_weight > 0,
+        model=get_ft_teacher,
+        with_stress=get_ft_with_stress,
     script:
         "../scripts/finetune_label.py"
 
@@ -73,7 +73,7 @@ rule finetune_check:
         mem_mb=4000,
         runtime=60,
     params:
-        match_export=lambda w: FINETUNE[w.ftmodel].match_export,
+        match_export=get_ft_match_export,
     script:
         "../scripts/finetune_check.py"
 
@@ -96,16 +96,16 @@ rule finetune_train:
         mem_mb=16000,
         runtime=runtime_for("finetune_train"),
     params:
-        base=lambda w: model_dict(FINETUNE[w.ftmodel].base),
-        settings=lambda w: FINETUNE[w.ftmodel].train.as_dict(),
-        workroot=lambda w, output: str(Path(output.model).parent / "train"),
+        model=get_ft_base,
+        train=get_ft_train,
+        workroot=get_ft_workroot,
     script:
         "../scripts/finetune_train.py"
 
 
 rule finetune_compare:
     input:
-        before=lambda w: f"results/{FINETUNE[w.ftmodel].base}/metrics.csv",
+        before=get_ft_before,
         after="results/{ftmodel}/metrics.csv",
         training="results/finetune/{ftmodel}/training.json",
     output:
@@ -134,7 +134,7 @@ rule finetune_compare:
         mem_mb=2000,
         runtime=30,
     params:
-        split=lambda w: FT_SPLIT[w.ftmodel],
-        base=lambda w: FINETUNE[w.ftmodel].base,
+        split=get_ft_split,
+        base=get_ft_base_key,
     script:
         "../scripts/finetune_compare.py"

@@ -23,7 +23,7 @@ rule gruneisen:
         runtime=runtime_for("gruneisen"),
     params:
         model=get_model,
-        settings=config["gruneisen"],
+        gruneisen=config["gruneisen"],
         relax=config["relax"],
         phono3py=config["phono3py"],
         melting_point=get_melting_point,
@@ -50,7 +50,7 @@ rule gruneisen_fc3_check:
         mem_mb=4000,
         runtime=runtime_for("gruneisen_fc3_check"),
     params:
-        settings=config["gruneisen"],
+        gruneisen=config["gruneisen"],
         phono3py=config["phono3py"],
     script:
         "../scripts/gruneisen_fc3_check.py"

@@ -23,6 +23,6 @@ rule kappa:
         runtime=runtime_for("kappa"),
     params:
         temperatures=TEMPS,
-        settings=config["phono3py"],
+        phono3py=config["phono3py"],
     script:
         "../scripts/kappa.py"

@@ -16,8 +16,8 @@ rule relax:
         runtime=runtime_for("relax"),
     params:
         model=get_model,
-        settings=config["relax"],
-        defaults=config["structure_defaults"],
-        overrides=config["material_overrides"],
+        relax=config["relax"],
+        structure_defaults=config["structure_defaults"],
+        material_overrides=config["material_overrides"],
     script:
         "../scripts/relax.py"

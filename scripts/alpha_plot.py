@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
+from kappaflow.steps.gruneisen import run_alpha_plot
 
-steps.run_alpha_plot(
+run_alpha_plot(
     snakemake.input.curves, snakemake.input.records, snakemake.wildcards.model, snakemake.output[0]
 )

@@ -4,13 +4,13 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
+from kappaflow.steps.evaluate import run_cumulative
 
-steps.run_cumulative(
-    snakemake.input.table,
-    snakemake.input.reference,
-    snakemake.params.materials,
-    snakemake.wildcards.model,
-    snakemake.params.temperature,
-    snakemake.output[0],
+run_cumulative(
+    table=snakemake.input.table,
+    reference=snakemake.input.reference,
+    materials=snakemake.params.materials,
+    model=snakemake.wildcards.model,
+    temperature=snakemake.params.temperature,
+    out_dir=snakemake.output[0],
 )

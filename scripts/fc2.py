@@ -6,21 +6,20 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
 from kappaflow.runtime import start_job
 
-start_job(snakemake.threads)
-from kappaflow import steps
-from kappaflow.calculators import ModelSpec
-from kappaflow.forces import ForceSettings
-from kappaflow.settings import Phono3pySettings
+start_job(snakemake.threads)  # before phono3py and torch are imported
+from kappaflow.config import job_params
+from kappaflow.steps.harmonic import run_fc2
 
+p = job_params(snakemake.params)
 out = snakemake.output
-steps.run_fc2(
-    snakemake.input.relaxed,
-    ModelSpec(**snakemake.params.model),
-    Phono3pySettings.from_mapping(snakemake.params.settings),
-    out.fc2,
-    out.forces,
-    out.disp,
-    out.phonons,
+run_fc2(
+    relaxed=snakemake.input.relaxed,
+    model=p.model,
+    settings=p.phono3py,
+    out_fc2=out.fc2,
+    out_forces=out.forces,
+    out_disp=out.disp,
+    out_phonons=out.phonons,
     device=getattr(snakemake.resources, "device", "auto"),
-    force_settings=ForceSettings.from_mapping(snakemake.params.forces),
+    force_settings=p.forces,
 )

@@ -6,19 +6,18 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
 from kappaflow.runtime import start_job
 
-start_job(snakemake.threads)
-from kappaflow import steps
-from kappaflow.calculators import ModelSpec
-from kappaflow.forces import ForceSettings
-from kappaflow.settings import Phono3pySettings
+start_job(snakemake.threads)  # before phono3py and torch are imported
+from kappaflow.config import job_params
+from kappaflow.steps.anharmonic import run_fc3
 
-steps.run_fc3(
-    snakemake.input.relaxed,
-    snakemake.input.phonons,
-    ModelSpec(**snakemake.params.model),
-    Phono3pySettings.from_mapping(snakemake.params.settings),
-    snakemake.output.fc3,
-    snakemake.output.forces,
+p = job_params(snakemake.params)
+run_fc3(
+    relaxed=snakemake.input.relaxed,
+    phonons_json=snakemake.input.phonons,
+    model=p.model,
+    settings=p.phono3py,
+    out_fc3=snakemake.output.fc3,
+    out_forces=snakemake.output.forces,
     device=getattr(snakemake.resources, "device", "auto"),
-    force_settings=ForceSettings.from_mapping(snakemake.params.forces),
+    force_settings=p.forces,
 )

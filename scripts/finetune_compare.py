@@ -4,16 +4,17 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
+from kappaflow.steps.finetune import run_finetune_compare
 
-steps.run_finetune_compare(
-    snakemake.input.before,
-    snakemake.input.after,
-    snakemake.params.split,
-    snakemake.params.base,
-    snakemake.wildcards.ftmodel,
-    snakemake.output.table,
-    snakemake.output.summary,
-    snakemake.output.markdown,
-    snakemake.output.plot,
+out = snakemake.output
+run_finetune_compare(
+    before_csv=snakemake.input.before,
+    after_csv=snakemake.input.after,
+    split=snakemake.params.split,
+    base=snakemake.params.base,
+    key=snakemake.wildcards.ftmodel,
+    out_csv=out.table,
+    out_summary=out.summary,
+    out_md=out.markdown,
+    out_svg=out.plot,
 )

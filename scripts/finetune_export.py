@@ -4,17 +4,17 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
-from kappaflow.finetune import ExportSettings
-from kappaflow.settings import Phono3pySettings, StructureDefaults
+from kappaflow.config import job_params
+from kappaflow.steps.finetune import run_finetune_export
 
-steps.run_finetune_export(
-    snakemake.input.structures,
-    snakemake.params.materials,
-    ExportSettings.from_mapping(snakemake.params.export),
-    Phono3pySettings.from_mapping(snakemake.params.phono3py),
-    snakemake.output.frames,
-    snakemake.output.manifest,
-    defaults=StructureDefaults.from_mapping(snakemake.params.defaults),
-    overrides=snakemake.params.overrides,
+p = job_params(snakemake.params)
+run_finetune_export(
+    structures=snakemake.input.structures,
+    material_ids=p.other["materials"],
+    export=p.export,
+    phono3py_settings=p.phono3py,
+    out_frames=snakemake.output.frames,
+    out_manifest=snakemake.output.manifest,
+    defaults=p.structure_defaults,
+    overrides=p.other["material_overrides"],
 )

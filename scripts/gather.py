@@ -4,6 +4,6 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
+from kappaflow.steps.evaluate import run_gather
 
-steps.run_gather(snakemake.input.records, snakemake.input.kappa, snakemake.output.table)
+run_gather(snakemake.input.records, snakemake.input.kappa, snakemake.output.table)

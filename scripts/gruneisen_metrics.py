@@ -4,14 +4,15 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import io, steps
+from kappaflow import storage
+from kappaflow.steps.gruneisen import run_gruneisen_metrics
 
-summary = steps.run_gruneisen_metrics(
-    snakemake.input.records,
-    snakemake.input.hdf5,
-    snakemake.input.reference,
-    snakemake.output.metrics,
+summary = run_gruneisen_metrics(
+    records=snakemake.input.records,
+    hdf5_files=snakemake.input.hdf5,
+    reference=snakemake.input.reference,
+    out_csv=snakemake.output.metrics,
     fc3_checks=snakemake.input.checks,
     mode_reference=snakemake.params.mode_reference,
 )
-io.write_json(snakemake.output.summary, summary)
+storage.write_json(snakemake.output.summary, summary)

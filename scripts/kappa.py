@@ -6,21 +6,18 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
 from kappaflow.runtime import start_job
 
-start_job(snakemake.threads)  # before phono3py is imported
-from kappaflow import steps
-from kappaflow.settings import KappaSettings, Phono3pySettings
+start_job(snakemake.threads)  # before phono3py and torch are imported
+from kappaflow.config import job_params
+from kappaflow.steps.kappa import run_kappa
 
 i = snakemake.input
-steps.run_kappa(
-    i.relaxed,
-    i.phonons,
-    i.fc2,
-    i.fc3,
-    KappaSettings(
-        tuple(snakemake.params.temperatures),
-        Phono3pySettings.from_mapping(snakemake.params.settings),
-    ),
-    snakemake.output.kappa,
-    snakemake.output.record,
-    i.forces_fc3,
+run_kappa(
+    relaxed=i.relaxed,
+    phonons_json=i.phonons,
+    fc2_path=i.fc2,
+    fc3_path=i.fc3,
+    settings=job_params(snakemake.params).kappa,
+    out_hdf5=snakemake.output.kappa,
+    out_record=snakemake.output.record,
+    fc3_forces=i.forces_fc3,
 )

@@ -4,15 +4,17 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import io, steps
+from kappaflow import storage
+from kappaflow.steps.evaluate import run_model_metrics
 
-summary = steps.run_model_metrics(
-    snakemake.input.table,
-    snakemake.input.reference,
-    snakemake.output.metrics,
-    snakemake.params.materials,
-    snakemake.params.temperature,
-    snakemake.params.computed_temperatures,
-    reference_model=snakemake.params.reference_model,
+p = snakemake.params
+summary = run_model_metrics(
+    table=snakemake.input.table,
+    reference=snakemake.input.reference,
+    out_csv=snakemake.output.metrics,
+    materials=p.materials,
+    temperature=p.temperature,
+    computed_temperatures=p.computed_temperatures,
+    reference_model=p.reference_model,
 )
-io.write_json(snakemake.output.summary, summary)
+storage.write_json(snakemake.output.summary, summary)

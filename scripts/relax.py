@@ -6,18 +6,18 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
 from kappaflow.runtime import start_job
 
-start_job(snakemake.threads)
-from kappaflow import steps
-from kappaflow.calculators import ModelSpec
-from kappaflow.settings import RelaxSettings, StructureDefaults
+start_job(snakemake.threads)  # before phono3py and torch are imported
+from kappaflow.config import job_params
+from kappaflow.steps.relax import run_relax
 
-steps.run_relax(
-    snakemake.input.structures,
-    snakemake.wildcards.material,
-    ModelSpec(**snakemake.params.model),
-    RelaxSettings.from_mapping(snakemake.params.settings),
-    snakemake.output.relaxed,
+p = job_params(snakemake.params)
+run_relax(
+    structures=snakemake.input.structures,
+    material_id=snakemake.wildcards.material,
+    model=p.model,
+    settings=p.relax,
+    out_relaxed=snakemake.output.relaxed,
     device=getattr(snakemake.resources, "device", "auto"),
-    defaults=StructureDefaults.from_mapping(snakemake.params.defaults),
-    overrides=snakemake.params.overrides,
+    defaults=p.structure_defaults,
+    overrides=p.other["material_overrides"],
 )

@@ -4,13 +4,13 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)
 sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / "src"))
-from kappaflow import steps
+from kappaflow.steps.evaluate import run_summary
 
-steps.run_summary(
-    snakemake.input.summaries,
-    snakemake.params.models,
-    snakemake.params.reference,
-    snakemake.output.csv,
-    snakemake.output.markdown,
+run_summary(
+    summaries=snakemake.input.summaries,
+    models=snakemake.params.models,
+    reference_name=snakemake.params.reference,
+    out_csv=snakemake.output.csv,
+    out_md=snakemake.output.markdown,
     gamma_summaries=snakemake.input.gamma or None,
 )

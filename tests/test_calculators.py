@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from kappaflow import calculators as calc
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.reference import ChecksumError
 
 
@@ -80,7 +80,7 @@ def test_mace_checkpoint_is_a_local_file_with_its_checksum(tmp_path):
     ckpt.write_bytes(b"not really a model")
     path, info = mace_checkpoint(model_spec(str(ckpt)), tmp_path)
     assert path == ckpt and info["sha256_source"] == "recorded"
-    assert info["checkpoint_sha256"] == io.sha256_file(ckpt)
+    assert info["checkpoint_sha256"] == storage.sha256_file(ckpt)
     with pytest.raises(ModelError, match="fine-tuning needs a mace model"):
         mace_checkpoint(model_spec("chgnet-0.3.0"), tmp_path)
     with pytest.raises(ModelError, match="not found"):

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kappaflow import io
+from kappaflow import storage
+from kappaflow.gates import OK
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_STRUCTURES = REPO / ".test" / "structures.extxyz"
@@ -93,7 +94,7 @@ def test_score_reference_against_itself(reference_dir, tmp_path):
     assert s == {"n_materials": 103, "mean_SRME": 0.0, "mean_SRE": 0.0, "n_failed": 0}
     per_material = pd.read_csv(tmp_path / "tmp.csv")
     assert len(per_material) == 103
-    assert set(per_material["mp_id"]) == set(io.read_kappa_table(ref).index)
+    assert set(per_material["mp_id"]) == set(storage.read_kappa_table(ref).index)
 
 
 def test_score_nac_against_nonac(reference_dir, tmp_path):
@@ -137,8 +138,8 @@ def test_score_unknown_material_is_an_error(reference_dir, tmp_path):
 
 
 def test_score_missing_prediction_counts_as_failed(reference_dir, tmp_path):
-    table = io.read_kappa_table(reference_dir / NONAC)
-    io.write_kappa_table(tmp_path / "pred.json.gz", table.drop(index="mp-22862"))
+    table = storage.read_kappa_table(reference_dir / NONAC)
+    storage.write_kappa_table(tmp_path / "pred.json.gz", table.drop(index="mp-22862"))
     proc = score(
         "pred.json.gz",
         reference_dir / NONAC,
@@ -208,8 +209,8 @@ def test_kappa_writes_the_workflow_files(kappa_run):
     out, _, proc = kappa_run
     missing = [name for name in MATERIAL_FILES if not (out / name).is_file()]
     assert not missing, f"missing in {out}: {missing}"
-    record = io.read_json(out / "kappa.json")
-    assert record["status"] == io.STATUS_OK
+    record = storage.read_json(out / "kappa.json")
+    assert record["status"] == OK
     assert record["temperatures"] == TEMPERATURES
     assert record["q_mesh"] == MESH
     printed = kappa_lines(proc.stdout)
@@ -283,7 +284,7 @@ def test_phono3py_reproduces_kappa_from_the_outputs(kappa_run):
     import phono3py
 
     out, _, _ = kappa_run
-    record = io.read_json(out / "kappa.json")
+    record = storage.read_json(out / "kappa.json")
     ph3 = phono3py.load(
         str(out / "phono3py_disp.yaml"),
         fc2_filename=str(out / "fc2.hdf5"),

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.conductivity import kappa_ave, split_coherence, split_mode_kappa
 from kappaflow.settings import Phono3pySettings
 
@@ -162,11 +162,12 @@ _JOB = """
 import sys
 from kappaflow.runtime import configure_threads
 configure_threads(1)
-from kappaflow import steps
+from kappaflow.steps.kappa import run_kappa
 from kappaflow.settings import KappaSettings, Phono3pySettings
 d = sys.argv[1]
-steps.run_kappa(d + "/relaxed.extxyz", d + "/phonons.json", d + "/fc2.hdf5", d + "/fc3.hdf5",
-                KappaSettings((300.0,), Phono3pySettings(mesh=(7, 7, 7))), d + "/kappa.hdf5", d + "/kappa.json")
+run_kappa(relaxed=d + "/relaxed.extxyz", phonons_json=d + "/phonons.json", fc2_path=d + "/fc2.hdf5",
+          fc3_path=d + "/fc3.hdf5", settings=KappaSettings((300.0,), Phono3pySettings(mesh=(7, 7, 7))),
+          out_hdf5=d + "/kappa.hdf5", out_record=d + "/kappa.json")
 """
 
 
@@ -175,9 +176,12 @@ def test_two_kappa_jobs_at_once_write_their_own_hdf5(tmp_path):
     from ase.build import bulk
     from ase.io import write
 
-    from kappaflow import steps
     from kappaflow.calculators import model_spec
     from kappaflow.settings import RelaxSettings
+    from kappaflow.steps.anharmonic import run_fc3
+    from kappaflow.steps.harmonic import run_fc2
+    from kappaflow.steps.kappa import run_kappa
+    from kappaflow.steps.relax import run_relax
 
     cu = bulk("Cu", "fcc", a=3.59)
     cu.info = {
@@ -198,20 +202,29 @@ def test_two_kappa_jobs_at_once_write_their_own_hdf5(tmp_path):
     ps = Phono3pySettings(mesh=(7, 7, 7))
     for m in ("Cu", "Ag"):
         d = tmp_path / m
-        steps.run_relax(
-            tmp_path / "s.extxyz", m, emt, RelaxSettings(fmax=1e-3), d / "relaxed.extxyz"
+        run_relax(
+            structures=tmp_path / "s.extxyz",
+            material_id=m,
+            model=emt,
+            settings=RelaxSettings(fmax=1e-3),
+            out_relaxed=d / "relaxed.extxyz",
         )
-        steps.run_fc2(
-            d / "relaxed.extxyz",
-            emt,
-            ps,
-            d / "fc2.hdf5",
-            d / "forces_fc2.hdf5",
-            d / "phono3py_disp.yaml",
-            d / "phonons.json",
+        run_fc2(
+            relaxed=d / "relaxed.extxyz",
+            model=emt,
+            settings=ps,
+            out_fc2=d / "fc2.hdf5",
+            out_forces=d / "forces_fc2.hdf5",
+            out_disp=d / "phono3py_disp.yaml",
+            out_phonons=d / "phonons.json",
         )
-        steps.run_fc3(
-            d / "relaxed.extxyz", d / "phonons.json", emt, ps, d / "fc3.hdf5", d / "forces_fc3.hdf5"
+        run_fc3(
+            relaxed=d / "relaxed.extxyz",
+            phonons_json=d / "phonons.json",
+            model=emt,
+            settings=ps,
+            out_fc3=d / "fc3.hdf5",
+            out_forces=d / "forces_fc3.hdf5",
         )
     procs = [
         subprocess.Popen([sys.executable, "-c", _JOB, str(tmp_path / m)], cwd=tmp_path)
@@ -221,22 +234,22 @@ def test_two_kappa_jobs_at_once_write_their_own_hdf5(tmp_path):
     assert not list(tmp_path.glob("kappa-m*.hdf5")), "phono3py wrote into the cwd"
     values = {}
     for m in ("Cu", "Ag"):
-        data, attrs = io.read_kappa_hdf5(tmp_path / m / "kappa.hdf5")
+        data, attrs = storage.read_hdf5(tmp_path / m / "kappa.hdf5")
         assert attrs["mp_id"] == m
         record = json.loads((tmp_path / m / "kappa.json").read_text())
         assert data["kappa_TOT_ave"][0] == pytest.approx(record["kappa_TOT_ave"][0], rel=1e-12)
         values[m] = record["kappa_TOT_ave"][0]
     # recompute Ag sequentially: the concurrent file must hold the same numbers
-    steps.run_kappa(
-        tmp_path / "Ag" / "relaxed.extxyz",
-        tmp_path / "Ag" / "phonons.json",
-        tmp_path / "Ag" / "fc2.hdf5",
-        tmp_path / "Ag" / "fc3.hdf5",
-        __import__("kappaflow.settings").settings.KappaSettings((300.0,), ps),
-        tmp_path / "again.hdf5",
-        tmp_path / "again.json",
+    run_kappa(
+        relaxed=tmp_path / "Ag" / "relaxed.extxyz",
+        phonons_json=tmp_path / "Ag" / "phonons.json",
+        fc2_path=tmp_path / "Ag" / "fc2.hdf5",
+        fc3_path=tmp_path / "Ag" / "fc3.hdf5",
+        settings=__import__("kappaflow.settings").settings.KappaSettings((300.0,), ps),
+        out_hdf5=tmp_path / "again.hdf5",
+        out_record=tmp_path / "again.json",
     )
-    assert io.read_kappa_hdf5(tmp_path / "again.hdf5")[0]["kappa_TOT_ave"][0] == pytest.approx(
+    assert storage.read_hdf5(tmp_path / "again.hdf5")[0]["kappa_TOT_ave"][0] == pytest.approx(
         values["Ag"], rel=1e-10
     )
     assert values["Cu"] != pytest.approx(values["Ag"], rel=1e-3)

@@ -11,10 +11,15 @@ import pytest
 from ase.build import bulk
 from ase.io import write
 
-from kappaflow import io, steps
+from kappaflow import storage
 from kappaflow.calculators import model_spec
-from kappaflow.cli import MATERIAL_FILES
+from kappaflow.layout import MATERIAL_FILES
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings, SettingsError
+from kappaflow.steps.anharmonic import run_fc3
+from kappaflow.steps.evaluate import gather_row, run_model_metrics, run_summary
+from kappaflow.steps.harmonic import run_fc2
+from kappaflow.steps.kappa import run_kappa
+from kappaflow.steps.relax import run_relax
 
 
 @pytest.fixture(scope="module")
@@ -29,24 +34,45 @@ def relaxed_cu(tmp_path_factory):
     }
     write(tmp / "s.extxyz", cu, format="extxyz")
     relaxed = tmp / "relaxed.extxyz"
-    steps.run_relax(tmp / "s.extxyz", "Cu", model_spec("emt"), RelaxSettings(fmax=1e-4), relaxed)
+    run_relax(
+        structures=tmp / "s.extxyz",
+        material_id="Cu",
+        model=model_spec("emt"),
+        settings=RelaxSettings(fmax=1e-4),
+        out_relaxed=relaxed,
+    )
     return relaxed
 
 
 def _pipeline(relaxed, out, settings: Phono3pySettings):
     f = {k: out / v for k, v in MATERIAL_FILES.items()}
     spec = model_spec("emt")
-    steps.run_fc2(relaxed, spec, settings, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])
-    fc3 = steps.run_fc3(relaxed, f["phonons"], spec, settings, f["fc3"], f["forces_fc3"])
-    rec = steps.run_kappa(
-        relaxed,
-        f["phonons"],
-        f["fc2"],
-        f["fc3"],
-        KappaSettings((300.0,), settings),
-        f["kappa"],
-        f["record"],
-        f["forces_fc3"],
+    run_fc2(
+        relaxed=relaxed,
+        model=spec,
+        settings=settings,
+        out_fc2=f["fc2"],
+        out_forces=f["forces_fc2"],
+        out_disp=f["disp"],
+        out_phonons=f["phonons"],
+    )
+    fc3 = run_fc3(
+        relaxed=relaxed,
+        phonons_json=f["phonons"],
+        model=spec,
+        settings=settings,
+        out_fc3=f["fc3"],
+        out_forces=f["forces_fc3"],
+    )
+    rec = run_kappa(
+        relaxed=relaxed,
+        phonons_json=f["phonons"],
+        fc2_path=f["fc2"],
+        fc3_path=f["fc3"],
+        settings=KappaSettings((300.0,), settings),
+        out_hdf5=f["kappa"],
+        out_record=f["record"],
+        fc3_forces=f["forces_fc3"],
     )
     return f, fc3, rec
 
@@ -93,28 +119,34 @@ def test_cutoff_and_random_displacements_are_labelled_and_close(relaxed_cu, tmp_
     for files, record, settings in ((f, rec, cut), (f_r, rec_r, rnd)):
         labels = settings.protocol_deviations()
         assert record["protocol_deviations"] == labels
-        assert io.read_json(files["record"])["protocol_deviations"] == labels
+        assert storage.read_json(files["record"])["protocol_deviations"] == labels
         for h5 in ("fc3", "forces_fc3", "kappa"):
-            assert json.loads(io.read_attrs(files[h5])["protocol_deviations"]) == labels
-        row = steps.gather_row(record, files["kappa"])
+            assert json.loads(storage.read_attrs(files[h5])["protocol_deviations"]) == labels
+        row = gather_row(record, files["kappa"])
         assert row["protocol_deviations"] == ";".join(labels)
-    assert json.loads(io.read_attrs(base_f["fc3"])["protocol_deviations"]) == []
+    assert json.loads(storage.read_attrs(base_f["fc3"])["protocol_deviations"]) == []
 
     # ... and in the metrics and the summary table
-    rows = [steps.gather_row(r, ff["kappa"]) for r, ff in ((rec, f),)]
+    rows = [gather_row(r, ff["kappa"]) for r, ff in ((rec, f),)]
     table = tmp_path / "kappa.json.gz"
-    io.write_kappa_table(table, pd.DataFrame(rows))
+    storage.write_kappa_table(table, pd.DataFrame(rows))
     ref = tmp_path / "ref.json.gz"
-    io.write_kappa_table(
-        table.with_name("ref.json.gz"), pd.DataFrame([steps.gather_row(base, base_f["kappa"])])
+    storage.write_kappa_table(
+        table.with_name("ref.json.gz"), pd.DataFrame([gather_row(base, base_f["kappa"])])
     )
-    summary = steps.run_model_metrics(table, ref, tmp_path / "metrics.csv", ["Cu"])
+    summary = run_model_metrics(
+        table=table, reference=ref, out_csv=tmp_path / "metrics.csv", materials=["Cu"]
+    )
     assert summary["protocol_deviations"] == "fc3_cutoff_pair_distance=3"
     per = pd.read_csv(tmp_path / "metrics.csv")
     assert per.loc[0, "protocol_deviations"] == "fc3_cutoff_pair_distance=3"
     assert per.loc[0, "SRME"] > 0  # scored against the systematic κ
-    io.write_json(tmp_path / "s.json", summary)
-    steps.run_summary(
-        [tmp_path / "s.json"], ["emt"], "noNAC", tmp_path / "m.csv", tmp_path / "m.md"
+    storage.write_json(tmp_path / "s.json", summary)
+    run_summary(
+        summaries=[tmp_path / "s.json"],
+        models=["emt"],
+        reference_name="noNAC",
+        out_csv=tmp_path / "m.csv",
+        out_md=tmp_path / "m.md",
     )
     assert "PROTOCOL DEVIATION" in (tmp_path / "m.md").read_text()

@@ -12,7 +12,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from kappaflow import finetune as ft
-from kappaflow import io
+from kappaflow import finetune_labels as ftl
+from kappaflow import storage
 from kappaflow.phonons import init_phono3py
 from kappaflow.settings import Phono3pySettings
 from kappaflow.structures import material_from_frame
@@ -75,14 +76,14 @@ def test_export_settings_refuse_nonsense():
 @pytest.fixture(scope="module")
 def labelled(ph3):
     frames = ft.export_material(ph3, "Cu-fcc", ft.ExportSettings(displaced=("fc2",), rattled=2))
-    return frames, ft.label_frames(frames, EMT())
+    return frames, ftl.label_frames(frames, EMT())
 
 
 def test_labels_round_trip_through_extxyz(labelled, tmp_path):
     exported, labels = labelled
-    io.write_frames(tmp_path / "labels.extxyz", labels)
-    back = io.read_frames(tmp_path / "labels.extxyz")
-    clean = ft.validate_labels(back, exported, "labels.extxyz")
+    storage.write_frames(tmp_path / "labels.extxyz", labels)
+    back = storage.read_frames(tmp_path / "labels.extxyz")
+    clean = ftl.validate_labels(back, exported, "labels.extxyz")
     assert len(clean) == len(exported)
     for c, lab in zip(clean, labels, strict=True):
         np.testing.assert_allclose(
@@ -127,8 +128,8 @@ def _broken(labels, i, fn):
 )
 def test_bad_labels_name_file_and_frame(labelled, fn, message):
     exported, labels = labelled
-    with pytest.raises(ft.LabelError, match=f"labels.extxyz, {message}"):
-        ft.validate_labels(_broken(labels, 1, fn), exported, "labels.extxyz")
+    with pytest.raises(ftl.LabelError, match=f"labels.extxyz, {message}"):
+        ftl.validate_labels(_broken(labels, 1, fn), exported, "labels.extxyz")
 
 
 def test_sign_flipped_forces_are_refused(labelled):
@@ -136,8 +137,8 @@ def test_sign_flipped_forces_are_refused(labelled):
     flipped = [a.copy() for a in labels]
     for a in flipped:
         a.arrays[ft.FORCES_KEY] = -a.arrays[ft.FORCES_KEY]
-    with pytest.raises(ft.LabelError, match="sign error"):
-        ft.validate_labels(flipped, exported, "labels.extxyz")
+    with pytest.raises(ftl.LabelError, match="sign error"):
+        ftl.validate_labels(flipped, exported, "labels.extxyz")
 
 
 def test_phono3py_force_sets_train_on_forces_only(cu, tmp_path):
@@ -153,11 +154,11 @@ def test_phono3py_force_sets_train_on_forces_only(cu, tmp_path):
     ph3.phonon_forces = compute_forces(ph3.phonon_supercells_with_displacements, calc)
     ph3.save(str(tmp_path / "phono3py_params.yaml"))
     loaded = phono3py.load(str(tmp_path / "phono3py_params.yaml"), produce_fc=False, log_level=0)
-    frames = ft.frames_from_phono3py(loaded, "phono3py_params.yaml", "Cu-fcc")
+    frames = ftl.frames_from_phono3py(loaded, "phono3py_params.yaml", "Cu-fcc")
     n3 = sum(c is not None for c in ph3.supercells_with_displacements)
     assert len(frames) == n3 + len(ph3.phonon_supercells_with_displacements)
     assert all(ft.ENERGY_KEY not in f.info for f in frames)
-    clean = ft.validate_labels(frames, None, "phono3py_params.yaml")
+    clean = ftl.validate_labels(frames, None, "phono3py_params.yaml")
     np.testing.assert_allclose(clean[0].arrays[ft.FORCES_KEY], ph3.forces[0], atol=1e-10)
 
 
@@ -168,7 +169,7 @@ def test_split_is_seeded_and_never_empty():
     _, va2 = ft.split_train_valid(frames, 0.2, seed=3)
     assert [id(f) for f in va] == [id(f) for f in va2]
     assert len(ft.split_train_valid(frames[:2], 0.01, 0)[1]) == 1
-    with pytest.raises(ft.LabelError, match="at least 2"):
+    with pytest.raises(ftl.LabelError, match="at least 2"):
         ft.split_train_valid(frames[:1], 0.1, 0)
 
 
@@ -250,9 +251,9 @@ def test_cli_export_label_check(tmp_path, capsys):
     exp = tmp_path / "exp"
     args = ["--structures", structures, "--out", str(exp), "--rattled", "2", "--max-displaced", "4"]
     assert main(["finetune-export", "--materials", "Cu-fcc", "Ag-fcc", *args]) == 0
-    manifest = io.read_json(exp / "manifest.json")
+    manifest = storage.read_json(exp / "manifest.json")
     assert manifest["counts"]["Cu-fcc"] == {"fc2_disp": 1, "fc3_disp": 4, "rattled": 2}
-    assert manifest["sha256"] == io.sha256_file(exp / "structures.extxyz")
+    assert manifest["sha256"] == storage.sha256_file(exp / "structures.extxyz")
     labels = tmp_path / "labels.extxyz"
     exported = str(exp / "structures.extxyz")
     assert (
@@ -264,9 +265,9 @@ def test_cli_export_label_check(tmp_path, capsys):
     assert main(check) == 0
     assert "n_frames=14 n_with_energy=14" in capsys.readouterr().out
     # a label file with one frame's forces missing: exit 2, file and frame named
-    frames = io.read_frames(labels)
+    frames = storage.read_frames(labels)
     del frames[3].arrays[ft.FORCES_KEY]
-    io.write_frames(tmp_path / "bad.extxyz", frames)
+    storage.write_frames(tmp_path / "bad.extxyz", frames)
     bad = ["finetune-check", "--labels", str(tmp_path / "bad.extxyz"), "--exported", exported]
     assert main([*bad, "--out", str(tmp_path / "x.extxyz")]) == 2
     assert "bad.extxyz, frame 3 (" in capsys.readouterr().err
@@ -334,7 +335,7 @@ def _metrics(rows):
 
 
 def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
-    from kappaflow import steps
+    from kappaflow.steps.finetune import run_finetune_compare
 
     before = _metrics(
         [
@@ -352,12 +353,22 @@ def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
             ("m4", np.nan, 4.0, np.nan, np.nan, False),
         ]
     )
-    io.write_csv(tmp_path / "b.csv", before)
-    io.write_csv(tmp_path / "a.csv", after)
+    storage.write_csv(tmp_path / "b.csv", before)
+    storage.write_csv(tmp_path / "a.csv", after)
     split = {"m1": "train", "m2": "held_out", "m3": "held_out", "m4": "held_out"}
-    out = {k: tmp_path / f"{k}" for k in ("t.csv", "s.csv", "r.md", "p.svg")}
-    summary = steps.run_finetune_compare(
-        tmp_path / "b.csv", tmp_path / "a.csv", split, "base", "ft", *out.values()
+    out = {
+        "out_csv": tmp_path / "t.csv",
+        "out_summary": tmp_path / "s.csv",
+        "out_md": tmp_path / "r.md",
+        "out_svg": tmp_path / "p.svg",
+    }
+    summary = run_finetune_compare(
+        before_csv=tmp_path / "b.csv",
+        after_csv=tmp_path / "a.csv",
+        split=split,
+        base="base",
+        key="ft",
+        **out,
     ).set_index("split")
     held = summary.loc["held_out"]
     assert held["n"] == 2  # m4 has no reference
@@ -365,16 +376,16 @@ def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
     assert held["mSRME_after"] == pytest.approx((0.3 + 0.5) / 2)
     assert held["failed_before"] == 1 and held["failed_after"] == 0
     assert held["mSRME_before_ok"] == pytest.approx(1.1) and held["mSRME_after_ok"] == 0.5
-    per = io.read_csv(out["t.csv"]).set_index("mp_id")
+    per = storage.read_csv(out["out_csv"]).set_index("mp_id")
     assert per.loc["m1", "split"] == "train" and per.loc["m1", "dSRME"] == pytest.approx(-0.7)
-    md = out["r.md"].read_text()
+    md = out["out_md"].read_text()
     assert "| held_out | 2 | 1.5500 | 0.4000 |" in md
-    svg = out["p.svg"].read_text()
+    svg = out["out_svg"].read_text()
     assert "before: base" in svg and "after: ft" in svg
 
 
 def test_metrics_against_a_model_skip_materials_the_reference_model_failed(tmp_path):
-    from kappaflow import steps
+    from kappaflow.steps.evaluate import run_model_metrics
 
     def table(rows):
         df = pd.DataFrame(
@@ -390,13 +401,10 @@ def test_metrics_against_a_model_skip_materials_the_reference_model_failed(tmp_p
         ]
     )
     pred = table([("m1", [300.0], [1.0], "ok", False), ("m2", [300.0], [3.0], "ok", False)])
-    io.write_kappa_table(tmp_path / "ref.json.gz", ref)
-    io.write_kappa_table(tmp_path / "pred.json.gz", pred)
-    summary = steps.run_model_metrics(
-        tmp_path / "pred.json.gz", tmp_path / "ref.json.gz", tmp_path / "m.csv", ["m1", "m2"],
-        reference_model="teacher",
-    )  # fmt: skip
-    out = io.read_csv(tmp_path / "m.csv").set_index("mp_id")
+    storage.write_kappa_table(tmp_path / "ref.json.gz", ref)
+    storage.write_kappa_table(tmp_path / "pred.json.gz", pred)
+    summary = run_model_metrics(table=tmp_path / "pred.json.gz", reference=tmp_path / "ref.json.gz", out_csv=tmp_path / "m.csv", materials=["m1", "m2"], reference_model="teacher")  # fmt: skip
+    out = storage.read_csv(tmp_path / "m.csv").set_index("mp_id")
     assert summary["n_materials"] == 1 and summary["n_skipped"] == 1
     assert out.loc["m1", "SRE"] == pytest.approx(2 * 1.0 / 3.0)
     assert "reference model teacher failed" in out.loc["m2", "note"]
@@ -407,7 +415,7 @@ def test_stress_labels_survive_the_check_as_3x3(labelled):
     voigt = np.array([0.01, 0.02, 0.03, 0.004, 0.005, 0.006])
     frames = [f.copy() for f in frames]
     frames[0].info[ft.STRESS_KEY] = voigt
-    clean = ft.validate_labels(frames, exported, "x.extxyz")
+    clean = ftl.validate_labels(frames, exported, "x.extxyz")
     s = clean[0].info[ft.STRESS_KEY]
     assert s.shape == (3, 3) and np.allclose(s, s.T)
     assert np.allclose(np.diag(s), voigt[:3]) and s[1, 2] == 0.004 and s[0, 1] == 0.006

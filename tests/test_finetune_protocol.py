@@ -31,7 +31,7 @@ import spglib
 import yaml
 from ase import Atoms
 
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.finetune import split_train_valid
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.workflow]
@@ -59,7 +59,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: int = 1200) ->
 
 def primitive_halides(reference_dir: Path, out: Path) -> None:
     """The four reference structures as 2-atom primitive cells, coarse phono3py settings."""
-    frames = io.read_structures(reference_dir / "phononDB-PBE-structures.extxyz")
+    frames = storage.read_structures(reference_dir / "phononDB-PBE-structures.extxyz")
     cells = []
     for at in frames:
         mid = at.info.get("mp_id")
@@ -79,7 +79,7 @@ def primitive_halides(reference_dir: Path, out: Path) -> None:
         }
         cells.append(cell)
     assert len(cells) == 4
-    io.write_frames(out, cells)
+    storage.write_frames(out, cells)
 
 
 def pretrain_tiny_mace(work: Path, env: dict[str, str]) -> Path:
@@ -96,11 +96,11 @@ def pretrain_tiny_mace(work: Path, env: dict[str, str]) -> Path:
          "--strains", *map(str, STRAINS), "--seed", "1"], work, env)  # fmt: skip
     run([*kf, "finetune-label", "--model", "sevennet-0", "--exported", "pre/structures.extxyz",
          "--out", "pre/labels.extxyz", "--device", "cpu", "--with-stress"], work, env)  # fmt: skip
-    frames = io.read_frames(work / "pre/labels.extxyz")
+    frames = storage.read_frames(work / "pre/labels.extxyz")
     assert len(frames) == 80 and all("REF_stress" in f.info for f in frames)
     train, valid = split_train_valid(frames, 0.2, 0)
-    io.write_frames(work / "pre/train.extxyz", train)
-    io.write_frames(work / "pre/valid.extxyz", valid)
+    storage.write_frames(work / "pre/train.extxyz", train)
+    storage.write_frames(work / "pre/valid.extxyz", valid)
     run([sys.executable, "-m", "mace.cli.run_train", "--name=tiny", "--model=MACE",
          "--num_channels=32", "--max_L=1", "--r_max=5.0", "--num_interactions=2",
          "--correlation=2", "--max_ell=2", "--E0s=average", "--loss=stress",
@@ -158,16 +158,16 @@ def test_finetuning_lowers_held_out_srme_against_the_labeller(reference_dir, tmp
 
     res = tmp_path / "results"
     # the labeller scored against itself: SRME 0 on every material
-    teacher = io.read_csv(res / "chgnet-0.3.0/metrics.csv")
+    teacher = storage.read_csv(res / "chgnet-0.3.0/metrics.csv")
     assert len(teacher) == 4 and np.allclose(teacher["SRME"], 0.0, atol=1e-12)
 
     # training record: the model file it describes, the data it saw, mace's error table
     record = json.loads((res / "finetune/tiny-mace-ft/training.json").read_text())
     model_file = res / "finetune/tiny-mace-ft/tiny-mace-ft.model"
-    assert record["sha256"] == io.sha256_file(model_file)
+    assert record["sha256"] == storage.sha256_file(model_file)
     assert record["base"] == "tiny-mace" and record["mode"] == "multihead"
     assert f"--pt_train_file={tmp_path / 'pre/train.extxyz'}" in record["mace_argv"]
-    n_frames = len(io.read_frames(res / "finetune/tiny-mace-ft/train_data.extxyz"))
+    n_frames = len(storage.read_frames(res / "finetune/tiny-mace-ft/train_data.extxyz"))
     assert record["n_train"] + record["n_valid"] == n_frames == 2 * (62 + 2 + rattled)
     assert sorted(record["materials"]) == sorted(TRAIN)
     valid = next(v for k, v in record["errors"].items() if k.startswith("valid"))
@@ -176,10 +176,10 @@ def test_finetuning_lowers_held_out_srme_against_the_labeller(reference_dir, tmp
     ft_kappa = json.loads((res / "tiny-mace-ft/mp-23193/kappa.json").read_text())
     assert record["sha256"] in json.dumps(ft_kappa)
 
-    per = io.read_csv(res / "finetune/tiny-mace-ft/before-after.csv").set_index("mp_id")
+    per = storage.read_csv(res / "finetune/tiny-mace-ft/before-after.csv").set_index("mp_id")
     assert sorted(per.index[per["split"] == "train"]) == sorted(TRAIN)
     assert sorted(per.index[per["split"] == "held_out"]) == sorted(HELD_OUT)
-    summary = io.read_csv(res / "finetune/tiny-mace-ft/before-after-summary.csv")
+    summary = storage.read_csv(res / "finetune/tiny-mace-ft/before-after-summary.csv")
     held = summary.set_index("split").loc["held_out"]
     print(per.to_string(), summary.to_string(), sep="\n")
     assert held["n_ok_both"] == 2, "the pre-trained model must work on the held-out materials"

@@ -167,10 +167,11 @@ def test_bad_force_settings_in_a_step_raise_instead_of_failing_the_material(tmp_
     """A settings error is an input error: it is raised, not recorded as fc2_error."""
     from ase.io import write
 
-    from kappaflow import steps
     from kappaflow.calculators import model_spec
-    from kappaflow.cli import MATERIAL_FILES
+    from kappaflow.layout import MATERIAL_FILES
     from kappaflow.settings import Phono3pySettings, RelaxSettings
+    from kappaflow.steps.harmonic import run_fc2
+    from kappaflow.steps.relax import run_relax
 
     cu = bulk("Cu", "fcc", a=3.59)
     cu.info = {"material_id": "Cu", "fc2_supercell": [2] * 3, "fc3_supercell": [2] * 3,
@@ -178,10 +179,13 @@ def test_bad_force_settings_in_a_step_raise_instead_of_failing_the_material(tmp_
     write(tmp_path / "s.extxyz", cu, format="extxyz")
     f = {k: tmp_path / v for k, v in MATERIAL_FILES.items()}
     spec = model_spec("emt")
-    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    run_relax(
+        structures=tmp_path / "s.extxyz",
+        material_id="Cu",
+        model=spec,
+        settings=RelaxSettings(fmax=1e-3),
+        out_relaxed=f["relaxed"],
+    )
     with pytest.raises(ForceError, match="family 'emt' has no batched call"):
-        steps.run_fc2(
-            f["relaxed"], spec, Phono3pySettings(), f["fc2"], f["forces_fc2"], f["disp"],
-            f["phonons"], force_settings=ForceSettings(path="batched"),
-        )  # fmt: skip
+        run_fc2(relaxed=f["relaxed"], model=spec, settings=Phono3pySettings(), out_fc2=f["fc2"], out_forces=f["forces_fc2"], out_disp=f["disp"], out_phonons=f["phonons"], force_settings=ForceSettings(path="batched"))  # fmt: skip
     assert not f["phonons"].exists()

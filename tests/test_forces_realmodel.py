@@ -23,13 +23,14 @@ import json, sys
 from kappaflow.runtime import configure_threads
 configure_threads(1)
 import numpy as np
-from kappaflow import phonons, steps
+from kappaflow import phonons
+from kappaflow.steps.relax import load_material
 from kappaflow.calculators import load_calculator, model_spec
 from kappaflow.forces import ForceSettings
 from kappaflow.settings import Phono3pySettings
 
 model, structures, mp_id = sys.argv[1:4]
-atoms, mat = steps.load_material(structures, mp_id)
+atoms, mat = load_material(structures, mp_id)
 ph3 = phonons.init_phono3py(atoms, mat, Phono3pySettings())
 loaded = load_calculator(model_spec(model), device="cpu")
 out = {"dtype": loaded.info["dtype"], "family": loaded.info["family"]}

@@ -59,11 +59,12 @@ def test_device_auto_picks_cuda_when_present():
 _BATCHED = """
 import json, sys
 import numpy as np
-from kappaflow import phonons, steps
+from kappaflow import phonons
+from kappaflow.steps.relax import load_material
 from kappaflow.calculators import load_calculator, model_spec
 from kappaflow.forces import ForceSettings
 from kappaflow.settings import Phono3pySettings
-atoms, mat = steps.load_material(sys.argv[2], "mp-22862")
+atoms, mat = load_material(sys.argv[2], "mp-22862")
 ph3 = phonons.init_phono3py(atoms, mat, Phono3pySettings())
 loaded = load_calculator(model_spec(sys.argv[1]), device="cuda")
 cells = ph3.supercells_with_displacements

@@ -13,12 +13,18 @@ from ase.calculators.emt import EMT
 from ase.io import write
 
 from kappaflow import gruneisen as gr
-from kappaflow import io, steps
+from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
-from kappaflow.cli import MATERIAL_FILES
+from kappaflow.gruneisen_checks import qha_thermal_expansion
+from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import score_gamma, srd_gamma, srd_gamma_signed, srme_gamma
 from kappaflow.reference import FILES, dft_gamma_csv_from_metrics
 from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings, SettingsError
+from kappaflow.steps.anharmonic import run_fc3
+from kappaflow.steps.common import material_of
+from kappaflow.steps.gruneisen import run_gruneisen, run_gruneisen_fc3_check, run_gruneisen_metrics
+from kappaflow.steps.harmonic import run_fc2
+from kappaflow.steps.relax import run_relax
 
 KB = 1.380649e-23
 R = KB * gr.AVOGADRO
@@ -188,21 +194,35 @@ def _gruneisen(tmp_path, loaded, settings=None, **cu):
     f = _cu_files(tmp_path, **cu)
     spec = model_spec("emt")
     relax = RelaxSettings(fmax=1e-3)
-    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, relax, f["relaxed"], loaded=loaded)
-    ps = Phono3pySettings()
-    steps.run_fc2(
-        f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"], loaded=loaded
+    run_relax(
+        structures=tmp_path / "s.extxyz",
+        material_id="Cu",
+        model=spec,
+        settings=relax,
+        out_relaxed=f["relaxed"],
+        loaded=loaded,
     )
-    rec = steps.run_gruneisen(
-        f["relaxed"],
-        f["fc2"],
-        spec,
-        settings or GruneisenSettings(),
-        relax,
-        ps,
-        f["gruneisen_hdf5"],
-        f["gruneisen"],
-        f["thermal_expansion"],
+    ps = Phono3pySettings()
+    run_fc2(
+        relaxed=f["relaxed"],
+        model=spec,
+        settings=ps,
+        out_fc2=f["fc2"],
+        out_forces=f["forces_fc2"],
+        out_disp=f["disp"],
+        out_phonons=f["phonons"],
+        loaded=loaded,
+    )
+    rec = run_gruneisen(
+        relaxed=f["relaxed"],
+        fc2_path=f["fc2"],
+        model=spec,
+        settings=settings or GruneisenSettings(),
+        relax_settings=relax,
+        phono3py_settings=ps,
+        out_hdf5=f["gruneisen_hdf5"],
+        out_json=f["gruneisen"],
+        out_csv=f["thermal_expansion"],
         melting_point=1358.0,
         loaded=loaded,
     )
@@ -212,7 +232,7 @@ def _gruneisen(tmp_path, loaded, settings=None, **cu):
 def test_gamma_is_zero_for_volume_independent_force_constants(tmp_path):
     fixed = _loaded(FixedPhi(), "fixed-phi")
     f, rec = _gruneisen(tmp_path, fixed)
-    data, _ = io.read_hdf5(f["gruneisen_hdf5"])
+    data, _ = storage.read_hdf5(f["gruneisen_hdf5"])
     assert rec["status"] == "ok"
     # the frequencies are the same at the three volumes and every mode γ vanishes
     assert np.allclose(data["frequency_plus"], data["frequency"], atol=1e-6)
@@ -234,13 +254,13 @@ def test_emt_copper_gamma_bulk_modulus_expansion(tmp_path):
     assert 100 < rec["bulk_modulus_GPa"] < 180  # experiment ≈ 140 GPa
     assert rec["eos"]["rms_residual_meV_per_atom"] < 0.1
     assert len(rec["eos"]["volumes"]) == 7
-    curve = io.read_csv(f["thermal_expansion"])
+    curve = storage.read_csv(f["thermal_expansion"])
     row = curve.set_index("temperature").loc[300.0]
     assert row["gamma"] == pytest.approx(rec["gamma"])
     assert 3e-5 < row["alpha_V"] < 8e-5  # experiment ≈ 5e-5 /K
     assert row["alpha_linear"] == pytest.approx(row["alpha_V"] / 3)  # cubic
     assert not row["above_melting"]
-    data, attrs = io.read_hdf5(f["gruneisen_hdf5"])
+    data, attrs = storage.read_hdf5(f["gruneisen_hdf5"])
     # the volume is the primitive cell's (one Cu atom)
     assert attrs["volume_primitive_A3"] == pytest.approx(rec["volumes"]["+0.0000"]["volume"])
     # α_V from the stored arrays: Σ c γ / (K V_m)
@@ -259,7 +279,7 @@ def test_above_melting_flag(tmp_path):
     emt = _loaded(EMT(), "emt")
     settings = GruneisenSettings(t_min=1300, t_max=1400, t_step=50)
     f, _ = _gruneisen(tmp_path, emt, settings, fc2=(2, 2, 2), mesh=(3, 3, 3))
-    curve = io.read_csv(f["thermal_expansion"]).set_index("temperature")
+    curve = storage.read_csv(f["thermal_expansion"]).set_index("temperature")
     assert curve["above_melting"].to_dict() == {
         300.0: False,
         1300.0: False,
@@ -281,15 +301,18 @@ def test_failure_flows_to_metrics_as_two(tmp_path, reference_dir):
     bad = _loaded(NaNModel(), "nan")
     f, rec = _gruneisen(tmp_path, bad, fc2=(2, 2, 2), mesh=(3, 3, 3))
     assert rec["status"] in ("relax_error", "nonfinite_forces")
-    assert io.read_csv(f["thermal_expansion"]).empty
+    assert storage.read_csv(f["thermal_expansion"]).empty
     # score it as if it were MgO (a material with a DFT γ)
     rec["mp_id"] = "mp-1265"
-    io.write_json(f["gruneisen"], rec)
+    storage.write_json(f["gruneisen"], rec)
     out = tmp_path / "m.csv"
-    summary = steps.run_gruneisen_metrics(
-        [f["gruneisen"]], [f["gruneisen_hdf5"]], reference_dir / "gruneisen_dft_gamma.csv", out
+    summary = run_gruneisen_metrics(
+        records=[f["gruneisen"]],
+        hdf5_files=[f["gruneisen_hdf5"]],
+        reference=reference_dir / "gruneisen_dft_gamma.csv",
+        out_csv=out,
     )
-    row = io.read_csv(out).iloc[0]
+    row = storage.read_csv(out).iloc[0]
     assert row["SRME"] == 2.0 and row["SRD"] == -2.0 and bool(row["failed"])
     assert summary["gamma_n_failed"] == 1 and summary["gamma_mean_SRE"] == 2.0
 
@@ -298,9 +321,9 @@ def test_mode_reference_srme_zero_against_itself(tmp_path, reference_dir):
     """SRME_γ with a mode-resolved reference in gamma_SRME's layout: the model vs itself is 0."""
     emt = _loaded(EMT(), "emt")
     f, rec = _gruneisen(tmp_path, emt, fc2=(2, 2, 2), mesh=(3, 3, 3))
-    data, _ = io.read_hdf5(f["gruneisen_hdf5"])
+    data, _ = storage.read_hdf5(f["gruneisen_hdf5"])
     rec["mp_id"] = "mp-1265"
-    io.write_json(f["gruneisen"], rec)
+    storage.write_json(f["gruneisen"], rec)
     ref = pd.DataFrame(
         [
             {
@@ -314,14 +337,14 @@ def test_mode_reference_srme_zero_against_itself(tmp_path, reference_dir):
     )
     ref.to_json(tmp_path / "mode_ref.json.gz")
     out = tmp_path / "m.csv"
-    summary = steps.run_gruneisen_metrics(
-        [f["gruneisen"]],
-        [f["gruneisen_hdf5"]],
-        reference_dir / "gruneisen_dft_gamma.csv",
-        out,
+    summary = run_gruneisen_metrics(
+        records=[f["gruneisen"]],
+        hdf5_files=[f["gruneisen_hdf5"]],
+        reference=reference_dir / "gruneisen_dft_gamma.csv",
+        out_csv=out,
         mode_reference=tmp_path / "mode_ref.json.gz",
     )
-    assert io.read_csv(out).iloc[0]["SRME"] == pytest.approx(0.0, abs=1e-10)
+    assert storage.read_csv(out).iloc[0]["SRME"] == pytest.approx(0.0, abs=1e-10)
     assert summary["gamma_mean_SRME"] == pytest.approx(0.0, abs=1e-10)
 
 
@@ -331,17 +354,23 @@ def test_fc3_cross_check_on_emt_copper(tmp_path):
     settings = GruneisenSettings()
     f, rec = _gruneisen(tmp_path, emt, settings, fc2=(4, 4, 4), mesh=(9, 9, 9))
     ps = Phono3pySettings()
-    steps.run_fc3(
-        f["relaxed"], f["phonons"], model_spec("emt"), ps, f["fc3"], f["forces_fc3"], loaded=emt
+    run_fc3(
+        relaxed=f["relaxed"],
+        phonons_json=f["phonons"],
+        model=model_spec("emt"),
+        settings=ps,
+        out_fc3=f["fc3"],
+        out_forces=f["forces_fc3"],
+        loaded=emt,
     )
-    out = steps.run_gruneisen_fc3_check(
-        f["relaxed"],
-        f["forces_fc3"],
-        f["gruneisen_hdf5"],
-        f["gruneisen"],
-        settings,
-        ps,
-        f["gruneisen_fc3_check"],
+    out = run_gruneisen_fc3_check(
+        relaxed=f["relaxed"],
+        forces_fc3=f["forces_fc3"],
+        gruneisen_hdf5=f["gruneisen_hdf5"],
+        gruneisen_json=f["gruneisen"],
+        settings=settings,
+        phono3py_settings=ps,
+        out_json=f["gruneisen_fc3_check"],
     )
     assert out["status"] == "ok"
     assert out["gamma_finite_volume"] == pytest.approx(rec["gamma"])
@@ -359,10 +388,10 @@ def test_qha_cross_check_on_emt_copper(tmp_path):
     emt = _loaded(EMT(), "emt")
     settings = GruneisenSettings(t_min=50, t_max=300, t_step=50)
     f, _ = _gruneisen(tmp_path, emt, settings, fc2=(3, 3, 3), mesh=(9, 9, 9))
-    atoms, relax_record = io.read_structure(f["relaxed"])
-    material = steps._material(relax_record)
+    atoms, relax_record = storage.read_structure(f["relaxed"])
+    material = material_of(relax_record)
     temps = [100.0, 300.0]
-    qha = gr.qha_thermal_expansion(
+    qha = qha_thermal_expansion(
         atoms,
         material,
         emt.calculator,
@@ -371,7 +400,7 @@ def test_qha_cross_check_on_emt_copper(tmp_path):
         [9, 9, 9],
         relax_settings=RelaxSettings(fmax=1e-3),
     )
-    curve = io.read_csv(f["thermal_expansion"]).set_index("temperature")
+    curve = storage.read_csv(f["thermal_expansion"]).set_index("temperature")
     assert curve.loc[100.0, "alpha_V"] == pytest.approx(qha[0], rel=0.10)
     assert curve.loc[300.0, "alpha_V"] == pytest.approx(qha[1], rel=0.20)
     assert qha[1] > curve.loc[300.0, "alpha_V"]  # QHA includes the thermal volume growth

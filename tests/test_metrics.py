@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.metrics import (
     KAPPA_ERROR_MAX,
     InvalidReferenceError,
@@ -125,7 +125,7 @@ def test_selection_and_bad_reference():
 
 
 def test_reference_files_score_zero_against_themselves(reference_dir):
-    ref = io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
+    ref = storage.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
     assert len(ref) == 103
     # the reference's own invariant: Σ mode κ / Σ w = κ (PROTOCOL §2)
     for _, row in ref.iterrows():
@@ -140,8 +140,8 @@ def test_reference_files_score_zero_against_themselves(reference_dir):
 
 
 def test_nac_against_nonac_is_small_but_nonzero(reference_dir):
-    ref = io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
-    nac = io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_NAC.json.gz")
+    ref = storage.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
+    nac = storage.read_kappa_table(reference_dir / "kappas_phononDB_PBE_NAC.json.gz")
     s = summarize(score_table(nac, ref))
     # NAC/noNAC κ ratio 0.894-1.171 (PROTOCOL §2): |SRD| <= 2·0.171/2.171
     assert 0 < s["mean_SRE"] < 0.16

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from ase.calculators.emt import EMT
 
-from kappaflow import io
+from kappaflow import storage
+from kappaflow.gates import gate
 from kappaflow.phonons import (
     compute_forces,
-    conductivity_gate,
     displacement_counts,
     fc2_from_forces,
     grid_frequencies,
@@ -29,7 +29,7 @@ from kappaflow.structures import material_from_frame, materials_table
     ],
 )
 def test_displacement_counts_match_dataset(reference_dir, mp_id, counts):
-    frames = io.read_structures(reference_dir / "phononDB-PBE-structures.extxyz")
+    frames = storage.read_structures(reference_dir / "phononDB-PBE-structures.extxyz")
     table = materials_table(frames)
     atoms = next(a for a in frames if a.info["mp_id"] == mp_id)
     ph3 = init_phono3py(atoms, table[mp_id], Phono3pySettings())
@@ -84,7 +84,7 @@ def test_imaginary_mode_rules():
 
 
 def test_gate_order():
-    assert conductivity_gate(False, False).status == "ok"
-    assert conductivity_gate(True, True).status == "imaginary_modes"
-    assert conductivity_gate(False, True).status == "broken_symmetry"
-    assert conductivity_gate(False, True, allow_broken_symmetry=True).open
+    assert gate(False, False).status == "ok"
+    assert gate(True, True).status == "imaginary_modes"
+    assert gate(False, True).status == "broken_symmetry"
+    assert gate(False, True, allow_broken_symmetry=True).open

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kappaflow import io, plots, steps
+from kappaflow import plots, storage
 from kappaflow.metrics import score_table
+from kappaflow.steps.evaluate import run_cumulative
 
 
 @pytest.fixture(scope="module")
 def ref(reference_dir):
-    return io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
+    return storage.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz")
 
 
 def test_cumulative_kappa_ends_at_kappa(ref):
@@ -33,7 +34,7 @@ def test_parity_marks_failures(ref, tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "failed (1)" in labels and "computed (102)" in labels
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log"
-    io.write_figure(tmp_path / "parity.svg", fig)
+    storage.write_figure(tmp_path / "parity.svg", fig)
     assert (tmp_path / "parity.svg").read_text().lstrip().startswith("<?xml")
 
 
@@ -50,13 +51,13 @@ def test_kappa_vs_temperature_and_cumulative_files(ref, tmp_path):
     ).set_index("mp_id")
     fig = plots.kappa_vs_temperature(table, "m")
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [2.0, 1.0])
-    io.write_kappa_table(tmp_path / "pred.json.gz", ref.loc[["mp-22862"]])
-    steps.run_cumulative(
-        tmp_path / "pred.json.gz",
-        tmp_path / "pred.json.gz",
-        ["mp-22862", "not-in-reference"],
-        "m",
-        300.0,
-        tmp_path / "cum",
+    storage.write_kappa_table(tmp_path / "pred.json.gz", ref.loc[["mp-22862"]])
+    run_cumulative(
+        table=tmp_path / "pred.json.gz",
+        reference=tmp_path / "pred.json.gz",
+        materials=["mp-22862", "not-in-reference"],
+        model="m",
+        temperature=300.0,
+        out_dir=tmp_path / "cum",
     )
     assert [p.name for p in (tmp_path / "cum").iterdir()] == ["mp-22862.svg"]

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from kappaflow import io
 from kappaflow import reference as ref
+from kappaflow import storage
 
 
 def test_resolution_order(tmp_path):
@@ -22,13 +22,13 @@ def test_resolution_order(tmp_path):
 def test_shared_files_match_pins(reference_dir):
     resolved = ref.ResolvedDir(reference_dir, "env")
     for key, entry in ref.FILES.items():
-        assert io.reference_file(resolved, key).name == entry.filename
+        assert storage.reference_file(resolved, key).name == entry.filename
 
 
 def test_missing_file_error_names_every_option(tmp_path):
     resolved = ref.ResolvedDir(tmp_path, "cli")
     with pytest.raises(ref.ReferenceNotFoundError) as err:
-        io.reference_file(resolved, "structures")
+        storage.reference_file(resolved, "structures")
     msg = str(err.value)
     for hint in (
         "--reference-dir",
@@ -46,7 +46,7 @@ def test_modified_file_is_refused(tmp_path, reference_dir):
     with bad.open("a") as fh:
         fh.write("XX 225 mp-0\n")
     with pytest.raises(ref.ChecksumError, match="refusing"):
-        io.reference_file(ref.ResolvedDir(tmp_path, "cli"), "mp_id_map")
+        storage.reference_file(ref.ResolvedDir(tmp_path, "cli"), "mp_id_map")
 
 
 def test_download_verifies_checksum(tmp_path, reference_dir, monkeypatch):
@@ -54,10 +54,10 @@ def test_download_verifies_checksum(tmp_path, reference_dir, monkeypatch):
     src = reference_dir / "mp_id-phonondb_id.txt"
     monkeypatch.setattr(ref, "BASE_URL", src.parent.as_uri() + "/")
     dest = tmp_path / "resources" / "reference"
-    path = io.reference_file(ref.ResolvedDir(dest, "default"), "mp_id_map")
+    path = storage.reference_file(ref.ResolvedDir(dest, "default"), "mp_id_map")
     assert path.read_bytes() == src.read_bytes()
     with pytest.raises(ref.ChecksumError):
-        io.download(src.as_uri(), tmp_path / "x.txt", "0" * 64)
+        storage.download(src.as_uri(), tmp_path / "x.txt", "0" * 64)
     assert not (tmp_path / "x.txt").exists()
     assert not list(tmp_path.glob(".x.txt*"))
 
@@ -65,7 +65,7 @@ def test_download_verifies_checksum(tmp_path, reference_dir, monkeypatch):
 def test_offline_default_location_says_what_to_set(tmp_path, monkeypatch):
     monkeypatch.setattr(ref, "BASE_URL", "http://127.0.0.1:9/")  # nothing listens on port 9
     with pytest.raises(ref.ReferenceNotFoundError, match="download failed") as err:
-        io.reference_file(ref.ResolvedDir(tmp_path, "default"), "structures")
+        storage.reference_file(ref.ResolvedDir(tmp_path, "default"), "structures")
     assert ref.ENV_VAR in str(err.value)
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.runtime import (
     DEFAULT_RUNTIME_MINUTES,
     THREAD_VARS,
@@ -83,16 +83,16 @@ def test_start_job_sets_every_thread_variable_and_prints_the_banner():
 
 
 def test_slurm_time_limit_kills_counts_only_that_job(tmp_path):
-    folder = io.slurm_job_logdir(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"])
+    folder = storage.slurm_job_logdir(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"])
     assert folder == tmp_path / "rule_fc3" / "mace-mp-0-medium_mp-804"
-    assert io.slurm_time_limit_kills(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"]) == 0
+    assert storage.slurm_time_limit_kills(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"]) == 0
     folder.mkdir(parents=True)
     (folder / "101.log").write_text("slurmstepd: error: *** JOB 101 ... DUE TO TIME LIMIT ***\n")
     (folder / "102.log").write_text("slurmstepd: error: *** JOB 102 CANCELLED AT ... ***\n")
     (folder / "103.log").write_text("done\n")
     (folder / "notes.txt").write_text("DUE TO TIME LIMIT\n")  # not a job log
-    other = io.slurm_job_logdir(tmp_path, "fc3", ["mace-mp-0-medium", "mp-22862"])
+    other = storage.slurm_job_logdir(tmp_path, "fc3", ["mace-mp-0-medium", "mp-22862"])
     other.mkdir(parents=True)
     (other / "104.log").write_text("DUE TO TIME LIMIT\n")
-    assert io.slurm_time_limit_kills(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"]) == 1
-    assert io.slurm_time_limit_kills(tmp_path, "kappa", ["mace-mp-0-medium", "mp-804"]) == 0
+    assert storage.slurm_time_limit_kills(tmp_path, "fc3", ["mace-mp-0-medium", "mp-804"]) == 1
+    assert storage.slurm_time_limit_kills(tmp_path, "kappa", ["mace-mp-0-medium", "mp-804"]) == 0

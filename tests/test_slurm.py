@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kappaflow import io
+from kappaflow import storage
+from kappaflow.gates import OK
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
 from cluster import LocalSlurm, SlurmUnavailable, deep_merge, merged_profile
@@ -92,8 +93,8 @@ def assert_same_results(a: Path, b: Path) -> None:
     """Every number of two runs' per-material outputs and tables agrees."""
     for material in MATERIALS:
         for name in ("kappa.hdf5", "gruneisen.hdf5"):
-            da, _ = io.read_hdf5(a / "results/emt" / material / name)
-            db, _ = io.read_hdf5(b / "results/emt" / material / name)
+            da, _ = storage.read_hdf5(a / "results/emt" / material / name)
+            db, _ = storage.read_hdf5(b / "results/emt" / material / name)
             assert set(da) == set(db), (material, name)
             for key in da:
                 x, y = np.asarray(da[key]), np.asarray(db[key])
@@ -101,15 +102,15 @@ def assert_same_results(a: Path, b: Path) -> None:
                     np.testing.assert_allclose(x, y, rtol=1e-10, atol=0, err_msg=f"{name}:{key}")
                 else:
                     assert np.array_equal(x, y), f"{material} {name}:{key}"
-        ka = io.read_json(a / "results/emt" / material / "kappa.json")
-        kb = io.read_json(b / "results/emt" / material / "kappa.json")
-        assert ka["status"] == kb["status"] == io.STATUS_OK
+        ka = storage.read_json(a / "results/emt" / material / "kappa.json")
+        kb = storage.read_json(b / "results/emt" / material / "kappa.json")
+        assert ka["status"] == kb["status"] == OK
         np.testing.assert_allclose(ka["kappa_TOT_ave"], kb["kappa_TOT_ave"], rtol=1e-10)
-        ga = io.read_json(a / "results/emt" / material / "gruneisen.json")
-        gb = io.read_json(b / "results/emt" / material / "gruneisen.json")
+        ga = storage.read_json(a / "results/emt" / material / "gruneisen.json")
+        gb = storage.read_json(b / "results/emt" / material / "gruneisen.json")
         assert ga["gamma"] == pytest.approx(gb["gamma"], rel=1e-10)
-    ta = io.read_csv(a / "results/emt/gruneisen-metrics.csv")
-    tb = io.read_csv(b / "results/emt/gruneisen-metrics.csv")
+    ta = storage.read_csv(a / "results/emt/gruneisen-metrics.csv")
+    tb = storage.read_csv(b / "results/emt/gruneisen-metrics.csv")
     np.testing.assert_allclose(ta["gamma"], tb["gamma"], rtol=1e-10)
 
 
@@ -137,7 +138,7 @@ def test_dot_test_on_slurm_equals_local_run(slurm, tmp_path, reference_dir):
     for rule in ("gather", "metrics", "summary", "gruneisen_metrics", "alpha_plot"):
         assert re.search(rf"^localrule {rule}:$", proc.stdout, re.MULTILINE), rule
         assert f"rule_{rule}/" not in proc.stdout
-    record = io.read_json(on_slurm / "results/emt/Cu-fcc/kappa.json")
+    record = storage.read_json(on_slurm / "results/emt/Cu-fcc/kappa.json")
     assert record["provenance"]["scheduler"]["scheduler"] == "slurm"
     assert record["provenance"]["scheduler"]["job_id"] in jobs
     # the merged profile's resources reached SLURM: threads -> CPUs (<= 2), overlay
@@ -230,7 +231,7 @@ def test_time_limit_kill_is_resubmitted_with_a_raised_runtime(slurm, tmp_path, r
     assert slurm.job(next(iter(again)))["TimeLimit"] == "00:02:00"
     assert "DUE TO TIME LIMIT" not in log
     assert (workdir / target).is_file()
-    forces, _ = io.read_hdf5(workdir / "results/slow-emt/Cu-fcc/forces_fc3.hdf5")
+    forces, _ = storage.read_hdf5(workdir / "results/slow-emt/Cu-fcc/forces_fc3.hdf5")
     assert np.asarray(forces["forces"]).shape == (49, 27, 3)
     # nothing that had finished was recomputed
     assert {p: p.stat().st_mtime_ns for p in finished} == finished

@@ -8,11 +8,16 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.io import write
 
-from kappaflow import io, steps
+from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
-from kappaflow.cli import MATERIAL_FILES
+from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import score_table
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
+from kappaflow.steps.anharmonic import run_fc3
+from kappaflow.steps.evaluate import gather_row, run_model_metrics
+from kappaflow.steps.harmonic import run_fc2
+from kappaflow.steps.kappa import run_kappa
+from kappaflow.steps.relax import run_relax
 
 
 class NaNForces(Calculator):
@@ -35,15 +40,15 @@ def _nan_model() -> LoadedModel:
 
 def _run_kappa(f, ps):
     """The κ step on the outputs of the earlier steps, at 300 K."""
-    return steps.run_kappa(
-        f["relaxed"],
-        f["phonons"],
-        f["fc2"],
-        f["fc3"],
-        KappaSettings((300.0,), ps),
-        f["kappa"],
-        f["record"],
-        f["forces_fc3"],
+    return run_kappa(
+        relaxed=f["relaxed"],
+        phonons_json=f["phonons"],
+        fc2_path=f["fc2"],
+        fc3_path=f["fc3"],
+        settings=KappaSettings((300.0,), ps),
+        out_hdf5=f["kappa"],
+        out_record=f["record"],
+        fc3_forces=f["forces_fc3"],
     )
 
 
@@ -65,7 +70,13 @@ def _cu_input(tmp_path):
 def _relaxed_cu(tmp_path):
     """EMT Cu written as a user structure and relaxed; returns (output paths, model spec)."""
     _, f, spec = _cu_input(tmp_path)
-    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    run_relax(
+        structures=tmp_path / "s.extxyz",
+        material_id="Cu",
+        model=spec,
+        settings=RelaxSettings(fmax=1e-3),
+        out_relaxed=f["relaxed"],
+    )
     return f, spec
 
 
@@ -73,16 +84,31 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     f, spec = _relaxed_cu(tmp_path)
     bad = _nan_model()
     ps = Phono3pySettings()
-    gate = steps.run_fc2(
-        f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"], loaded=bad
+    gate = run_fc2(
+        relaxed=f["relaxed"],
+        model=spec,
+        settings=ps,
+        out_fc2=f["fc2"],
+        out_forces=f["forces_fc2"],
+        out_disp=f["disp"],
+        out_phonons=f["phonons"],
+        loaded=bad,
     )
     assert gate["status"] == "nonfinite_forces"
     assert "non-finite forces" in gate["errors"][0]
-    steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)
+    run_fc3(
+        relaxed=f["relaxed"],
+        phonons_json=f["phonons"],
+        model=spec,
+        settings=ps,
+        out_fc3=f["fc3"],
+        out_forces=f["forces_fc3"],
+        loaded=bad,
+    )
     record = _run_kappa(f, ps)
     assert record["status"] == "nonfinite_forces"
     assert record["kappa_TOT_ave"] == [None]
-    row = steps.gather_row(io.read_json(f["record"]), f["kappa"])
+    row = gather_row(storage.read_json(f["record"]), f["kappa"])
     pred = pd.DataFrame([row]).set_index("mp_id")
     ref = pd.DataFrame(
         [
@@ -103,22 +129,40 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
 def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
     f, spec = _relaxed_cu(tmp_path)
     ps = Phono3pySettings()
-    steps.run_relax(tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(fmax=1e-3), f["relaxed"])
+    run_relax(
+        structures=tmp_path / "s.extxyz",
+        material_id="Cu",
+        model=spec,
+        settings=RelaxSettings(fmax=1e-3),
+        out_relaxed=f["relaxed"],
+    )
     assert (
-        steps.run_fc2(f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])[
-            "status"
-        ]
+        run_fc2(
+            relaxed=f["relaxed"],
+            model=spec,
+            settings=ps,
+            out_fc2=f["fc2"],
+            out_forces=f["forces_fc2"],
+            out_disp=f["disp"],
+            out_phonons=f["phonons"],
+        )["status"]
         == "ok"
     )
     bad = _nan_model()
     assert (
-        steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"], loaded=bad)[
-            "status"
-        ]
+        run_fc3(
+            relaxed=f["relaxed"],
+            phonons_json=f["phonons"],
+            model=spec,
+            settings=ps,
+            out_fc3=f["fc3"],
+            out_forces=f["forces_fc3"],
+            loaded=bad,
+        )["status"]
         == "nonfinite_forces"
     )
     record = _run_kappa(f, ps)
-    assert record["status"] == record["failure"] == "nonfinite_forces"
+    assert record["status"] == "nonfinite_forces" and "failure" not in record
     assert any("non-finite" in e for e in record["errors"])
 
 
@@ -126,38 +170,70 @@ def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     """k_SRME: any exception scores 2; here the relax itself fails (NaN forces in FIRE)."""
     cu, f, spec = _cu_input(tmp_path)
     bad = _nan_model()
-    rec = steps.run_relax(
-        tmp_path / "s.extxyz", "Cu", spec, RelaxSettings(), f["relaxed"], loaded=bad
+    rec = run_relax(
+        structures=tmp_path / "s.extxyz",
+        material_id="Cu",
+        model=spec,
+        settings=RelaxSettings(),
+        out_relaxed=f["relaxed"],
+        loaded=bad,
     )
     assert rec["status"] in ("relax_error", "nonfinite_forces")
     assert rec["errors"] and "Traceback" in rec["error_traceback"]
-    atoms, _ = io.read_structure(f["relaxed"])
+    atoms, _ = storage.read_structure(f["relaxed"])
     np.testing.assert_allclose(atoms.cell[:], cu.cell[:])  # the input structure is kept
     ps = Phono3pySettings()
-    gate = steps.run_fc2(f["relaxed"], spec, ps, f["fc2"], f["forces_fc2"], f["disp"], f["phonons"])
+    gate = run_fc2(
+        relaxed=f["relaxed"],
+        model=spec,
+        settings=ps,
+        out_fc2=f["fc2"],
+        out_forces=f["forces_fc2"],
+        out_disp=f["disp"],
+        out_phonons=f["phonons"],
+    )
     assert gate["status"] == rec["status"]
-    steps.run_fc3(f["relaxed"], f["phonons"], spec, ps, f["fc3"], f["forces_fc3"])
+    run_fc3(
+        relaxed=f["relaxed"],
+        phonons_json=f["phonons"],
+        model=spec,
+        settings=ps,
+        out_fc3=f["fc3"],
+        out_forces=f["forces_fc3"],
+    )
     record = _run_kappa(f, ps)
     assert record["status"] == rec["status"] and record["kappa_TOT_ave"] == [None]
     assert record["errors"] == rec["errors"]
-    assert io.read_kappa_hdf5(f["kappa"])[1]["kappaflow_status"] == rec["status"]
+    assert storage.read_hdf5(f["kappa"])[1]["kappaflow_status"] == rec["status"]
 
 
 def test_model_metrics_skip_when_300k_not_computed(tmp_path, reference_dir):
-    ref = io.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz").loc[["mp-22862"]]
+    ref = storage.read_kappa_table(reference_dir / "kappas_phononDB_PBE_noNAC.json.gz").loc[
+        ["mp-22862"]
+    ]
     pred = ref.copy()
     pred["temperatures"] = [np.array([600.0])]
-    io.write_kappa_table(tmp_path / "pred.json.gz", pred)
+    storage.write_kappa_table(tmp_path / "pred.json.gz", pred)
     ref_path = reference_dir / "kappas_phononDB_PBE_noNAC.json.gz"
-    s = steps.run_model_metrics(
-        tmp_path / "pred.json.gz", ref_path, tmp_path / "m.csv", ["mp-22862"], 300.0, [600.0]
+    s = run_model_metrics(
+        table=tmp_path / "pred.json.gz",
+        reference=ref_path,
+        out_csv=tmp_path / "m.csv",
+        materials=["mp-22862"],
+        temperature=300.0,
+        computed_temperatures=[600.0],
     )
     assert s["n_materials"] == 0 and s["n_skipped"] == 1
     note = pd.read_csv(tmp_path / "m.csv").set_index("mp_id").loc["mp-22862", "note"]
     assert note.startswith("300 K not among the computed temperatures")
     # with 300 K computed, the same row is scored (here: the reference against itself)
-    io.write_kappa_table(tmp_path / "self.json.gz", ref)
-    s = steps.run_model_metrics(
-        tmp_path / "self.json.gz", ref_path, tmp_path / "m2.csv", ["mp-22862"], 300.0, [300.0]
+    storage.write_kappa_table(tmp_path / "self.json.gz", ref)
+    s = run_model_metrics(
+        table=tmp_path / "self.json.gz",
+        reference=ref_path,
+        out_csv=tmp_path / "m2.csv",
+        materials=["mp-22862"],
+        temperature=300.0,
+        computed_temperatures=[300.0],
     )
     assert s["n_materials"] == 1 and s["mean_SRME"] == 0.0 and s["n_skipped"] == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ase.build import bulk
 
-from kappaflow import io
+from kappaflow import storage
 from kappaflow.settings import StructureDefaults
 from kappaflow.structures import (
     MaterialError,
@@ -17,7 +17,9 @@ from kappaflow.structures import (
 
 @pytest.fixture(scope="module")
 def table(reference_dir):
-    return materials_table(io.read_structures(reference_dir / "phononDB-PBE-structures.extxyz"))
+    return materials_table(
+        storage.read_structures(reference_dir / "phononDB-PBE-structures.extxyz")
+    )
 
 
 def test_reference_table(table):

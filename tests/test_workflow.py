@@ -13,10 +13,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from kappaflow import io
+from kappaflow import storage
+from kappaflow.gates import OK
 
 pytestmark = pytest.mark.workflow
 
@@ -316,18 +318,18 @@ def test_dot_test_outputs(dot_test_run):
     assert dot_test_run.stats["kappa_vs_temperature"] == 1
     for rel in ("emt/gruneisen-metrics.csv", "plots/alpha-V-emt.svg", "plots/gamma-parity-emt.svg"):
         assert (results / rel).is_file(), f"results/{rel} missing"
-    summary = io.read_csv(results / "metrics.csv").iloc[0]
+    summary = storage.read_csv(results / "metrics.csv").iloc[0]
     assert summary["gamma_n_materials"] == 0  # EMT metals have no DFT γ: computed, not scored
-    gamma = io.read_csv(results / "emt" / "gruneisen-metrics.csv").set_index("mp_id")
+    gamma = storage.read_csv(results / "emt" / "gruneisen-metrics.csv").set_index("mp_id")
     for material in TEST_MATERIALS:
-        record = io.read_json(results / "emt" / material / "gruneisen.json")
-        assert record["status"] == io.STATUS_OK
+        record = storage.read_json(results / "emt" / material / "gruneisen.json")
+        assert record["status"] == OK
         assert 1.5 < record["gamma"] < 3.5, material  # Cu ≈ 2.0, Ag ≈ 2.4 (experiment)
         assert gamma.loc[material, "gamma"] == pytest.approx(record["gamma"])
         assert gamma.loc[material, "note"].startswith("no DFT γ")
-        check = io.read_json(results / "emt" / material / "gruneisen_fc3_check.json")
-        assert check["status"] == io.STATUS_OK
-        curve = io.read_csv(results / "emt" / material / "thermal_expansion.csv")
+        check = storage.read_json(results / "emt" / material / "gruneisen_fc3_check.json")
+        assert check["status"] == OK
+        curve = storage.read_csv(results / "emt" / material / "thermal_expansion.csv")
         assert curve["alpha_V"].gt(0).all()
 
 
@@ -349,11 +351,11 @@ def test_dot_test_logs_and_benchmarks(dot_test_run):
 
 def test_dot_test_kappa_at_both_temperatures_from_one_job(dot_test_run):
     results = dot_test_run.workdir / "results" / "emt"
-    table = io.read_kappa_table(results / "kappa.json.gz")
+    table = storage.read_kappa_table(results / "kappa.json.gz")
     assert sorted(table.index) == sorted(TEST_MATERIALS)
     for material in TEST_MATERIALS:
-        record = io.read_json(results / material / "kappa.json")
-        assert record["status"] == io.STATUS_OK
+        record = storage.read_json(results / material / "kappa.json")
+        assert record["status"] == OK
         assert record["temperatures"] == TEST_TEMPERATURES
         kappa = record["kappa_TOT_ave"]
         assert len(kappa) == len(TEST_TEMPERATURES)
@@ -569,3 +571,37 @@ def test_batched_path_for_a_model_without_one_fails_at_start(env, tmp_path):
     assert proc.returncode != 0
     assert "forces.path=batched, but model(s) emt have no batched call" in proc.stdout
     assert "Job stats:" not in proc.stdout
+
+
+def test_dot_test_matches_the_golden_values(dot_test_run):
+    """Every number of the .test run equals the commit before the redesign (issue 14), after
+    the two allowed unifications (one status field, one transport_type string)."""
+    from golden.make_golden import collect, diff, load_golden, unify
+
+    golden = load_golden()
+    mismatches = diff(
+        unify(golden["values"]["dot-test"]), collect(dot_test_run.workdir), rtol=1e-10
+    )
+    assert not mismatches, f"differs from {golden['commit'][:10]}:\n" + "\n".join(mismatches[:30])
+
+
+def test_cli_and_workflow_agree(dot_test_run, env, tmp_path):
+    """`kappaflow kappa --config .test/config.yaml` writes the workflow's numbers."""
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kappaflow.cli", "kappa", "--model", "emt", "--material", "Cu-fcc",
+         "--structures", str(dot_test_run.workdir / "structures.extxyz"), "--config",
+         str(dot_test_run.workdir / "config.yaml"), "--out", str(out), "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wf = dot_test_run.workdir / "results" / "emt" / "Cu-fcc"
+    cli_rec, wf_rec = storage.read_json(out / "kappa.json"), storage.read_json(wf / "kappa.json")
+    assert cli_rec["temperatures"] == wf_rec["temperatures"] == TEST_TEMPERATURES
+    np.testing.assert_allclose(cli_rec["kappa_TOT_RTA"], wf_rec["kappa_TOT_RTA"], rtol=1e-10)
+    cli_h5, _ = storage.read_hdf5(out / "kappa.hdf5")
+    wf_h5, _ = storage.read_hdf5(wf / "kappa.hdf5")
+    for name in ("mode_kappa_TOT_ave", "frequency", "gamma"):
+        np.testing.assert_allclose(cli_h5[name], wf_h5[name], rtol=1e-10, atol=1e-14)
+    for t, k in zip(TEST_TEMPERATURES, cli_rec["kappa_TOT_ave"], strict=True):
+        assert f"kappa_TOT_ave_{t:g}K={k:.10g}" in proc.stdout

@@ -24,7 +24,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from kappaflow import io
+from kappaflow import storage
 
 FAMILIES = ("mace", "chgnet", "sevennet", "emt", "ase")
 
@@ -127,11 +127,11 @@ def _check_checkpoint(path: Path, pin: str | None, what: str) -> dict[str, Any]:
     if not path.exists():
         raise ModelError(f"{what}: checkpoint {path} not found")
     if pin:
-        sha = io.verify_sha256(path, pin, f"{what} checkpoint")
+        sha = storage.verify_sha256(path, pin, f"{what} checkpoint")
         return {"checkpoint": str(path), "checkpoint_sha256": sha, "sha256_source": "pinned"}
     return {
         "checkpoint": str(path),
-        "checkpoint_sha256": io.sha256_file(path),
+        "checkpoint_sha256": storage.sha256_file(path),
         "sha256_source": "recorded",
     }
 
@@ -168,7 +168,7 @@ def mace_checkpoint(spec: ModelSpec, model_dir: str | os.PathLike) -> tuple[Path
         path = model_dir / Path(url).name
         if not path.exists():
             try:
-                io.download(url, path, opts.get("sha256"))
+                storage.download(url, path, opts.get("sha256"))
             except OSError as exc:
                 raise ModelError(
                     f"model {spec.key!r}: cannot download {url} ({exc}); place the file at {path} "

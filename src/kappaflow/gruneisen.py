@@ -12,15 +12,17 @@ Pure physics on ASE/phonopy objects; no file I/O. The pieces:
   cutoff (1e-3 THz) get zero weight.
 * :func:`fit_eos`: K_T from E(V) (phonopy's EOS functions), with the fit quality.
 * :func:`thermal_expansion`: α_V(T) = Σ c_qs(T) γ_qs / (K_T V_m), V_m = V_prim N_A.
-* :func:`fc3_mode_gruneisen`: the same mode γ from third-order force constants
-  (phono3py's ``Gruneisen``), used as a cross-check.
+* cross-checks (γ from fc3, phonopy's QHA α_V) are in :mod:`kappaflow.gruneisen_checks`.
+* :func:`compute_gruneisen`: all of the above for one material, with the gates, as a
+  :class:`GruneisenResult` (the step only reads inputs and writes it).
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,10 @@ from ase.calculators.calculator import Calculator
 from phonopy import Phonopy
 from phonopy.physical_units import get_physical_units
 
-from kappaflow.phonons import compute_forces, to_phonopy_atoms
+from kappaflow.gates import gate
+from kappaflow.grid import gamma_acoustic_mask, temperature_index
+from kappaflow.phonons import compute_forces, has_imaginary_modes, to_phonopy_atoms
+from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings
 from kappaflow.structures import MaterialSpec
 
 warnings.filterwarnings("ignore", message=r"(?s).*primitive_matrix defaulted")
@@ -102,10 +107,7 @@ class GruneisenMesh:
     @property
     def gamma_mask(self) -> np.ndarray:
         """True for the Γ acoustic modes (three lowest bands at q = Γ)."""
-        mask = np.zeros(self.frequencies.shape, dtype=bool)
-        at_gamma = np.all(np.abs(self.qpoints - np.rint(self.qpoints)) < 1e-8, axis=1)
-        mask[at_gamma, :3] = True
-        return mask
+        return gamma_acoustic_mask(self.qpoints, self.frequencies.shape)
 
 
 def _mesh_frequencies(phonon: Phonopy, mesh: Sequence[int]) -> np.ndarray:
@@ -259,103 +261,180 @@ def is_cubic(spacegroup: int | None) -> bool:
     return spacegroup is not None and int(spacegroup) in CUBIC_SPACEGROUPS
 
 
-def fc3_mode_gruneisen(
-    atoms: Atoms,
-    material: MaterialSpec,
-    fc3_forces: np.ndarray,
-    mesh: Sequence[int],
-    displacement: float = 0.03,
-    symprec: float = 1e-5,
-) -> dict[str, np.ndarray]:
-    """Mode γ from fc3 (phono3py ``Gruneisen``) with fc2 on the SAME (fc3) supercell.
+def melting_point_for(
+    name: str, table: Any, overrides: dict[str, float] | None = None
+) -> float | None:
+    """Known melting point (K) of a compound by formula: config overrides, then the table
+    (a DataFrame with columns formula, T_melt_K)."""
+    if overrides and name in overrides and overrides[name] is not None:
+        return float(overrides[name])
+    if table is None or "formula" not in table.columns:
+        return None
+    hit = table.loc[table["formula"] == name, "T_melt_K"]
+    return float(hit.iloc[0]) if len(hit) and np.isfinite(hit.iloc[0]) else None
 
-    fc2 and fc3 both come from the fc3 displacement set (phono3py without a separate
-    phonon supercell), so they share the supercell as phono3py's Grüneisen requires.
-    Returns qpoints, weights, frequencies, gamma (trace/3 of the mode tensor).
-    """
-    from phono3py import Phono3py
-    from phono3py.phonon3.gruneisen import Gruneisen
 
-    ph3 = Phono3py(
-        to_phonopy_atoms(atoms),
-        supercell_matrix=list(material.fc3_supercell),
-        primitive_matrix="auto",
-        symprec=symprec,
-    )
-    ph3.generate_displacements(distance=displacement)
-    n_expected = len(ph3.supercells_with_displacements)
-    if len(fc3_forces) != n_expected:
-        raise ValueError(
-            f"fc3 force set has {len(fc3_forces)} supercells, the displacement set "
-            f"{n_expected}: not the forces of this structure"
-        )
-    ph3.forces = np.asarray(fc3_forces)
-    ph3.produce_fc3()
-    ph3.symmetrize_fc3()
-    ph3.symmetrize_fc2()
-    gr = Gruneisen(ph3.fc2, ph3.fc3, ph3.supercell, ph3.primitive, symprec=symprec)
-    gr.set_sampling_mesh(list(mesh), primitive_symmetry=ph3.primitive_symmetry)
-    gr.run()
-    tensors = np.asarray(gr.gruneisen_parameters, dtype=float)  # (nq, nb, 3, 3)
+def strain_key(strain: float) -> str:
+    """Key of one volume in the records: ``+0.0100``."""
+    return f"{strain:+.4f}"
+
+
+@dataclass
+class GruneisenResult:
+    """γ, K_T and α_V(T) of one material, with the gates (PROTOCOL §7)."""
+
+    status: str
+    mesh: GruneisenMesh
+    temperatures: list[float]
+    volumes: dict[str, dict[str, Any]]
+    imaginary_freqs_volumes: dict[str, bool]
+    broken_symmetry_volumes: dict[str, bool]
+    broken_symmetry: bool
+    relaxed_space_group_number: int | None
+    heat_capacity: np.ndarray  # (T, q, s) J/(K mol)
+    mode_gamma: np.ndarray  # (T, q, s)
+    gamma_T: np.ndarray  # (T,)
+    heat_capacity_total: np.ndarray  # (T,)
+    gamma: float  # at the scoring temperature
+    volume_primitive_A3: float
+    alpha_V: np.ndarray  # (T,) 1/K
+    alpha_linear: np.ndarray  # (T,) alpha_V / 3 for cubic cells, else NaN
+    cubic: bool
+    eos: EOSFit | None = None
+    eos_error: str | None = None
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bulk_modulus_GPa(self) -> float | None:
+        return None if self.eos is None else self.eos.bulk_modulus_GPa
+
+
+def _volume_record(res: Any, strain: float, initial_spg: int | None) -> dict[str, Any]:
     return {
-        "qpoints": np.asarray(gr._qpoints, dtype=float),
-        "weights": np.asarray(gr._weights, dtype=float),
-        "frequencies": np.asarray(gr.frequencies, dtype=float),
-        "gamma": np.trace(tensors, axis1=2, axis2=3) / 3.0,
+        "strain": strain,
+        "volume": float(res.atoms.get_volume()),
+        "energy": res.energy,
+        "relaxed_space_group_number": res.relaxed_space_group_number,
+        "broken_symmetry": res.relaxed_space_group_number != initial_spg,
+        "reached_max_steps": res.reached_max_steps,
+        "steps": res.steps,
+        "max_force": res.max_force,
     }
 
 
-def qha_thermal_expansion(
+def compute_gruneisen(
     atoms: Atoms,
     material: MaterialSpec,
+    fc2: np.ndarray,
     calc: Calculator,
-    strains: Sequence[float],
-    temperatures: Sequence[float],
-    mesh: Sequence[int],
-    eos: str = "vinet",
-    displacement: float = 0.03,
-    symprec: float = 1e-5,
-    relax_settings: Any = None,
-) -> np.ndarray:
-    """α_V(T) (1/K) from phonopy's quasi-harmonic approximation, for cross-checks.
+    *,
+    relax: dict[str, Any],
+    settings: GruneisenSettings,
+    relax_settings: RelaxSettings,
+    phono3py_settings: Phono3pySettings,
+    volumes: dict[str, dict[str, Any]] | None = None,
+) -> GruneisenResult:
+    """Mode γ at V0 from V0(1 ± strain), γ(T), K_T from E(V) and α_V(T) (PROTOCOL §7).
 
-    At each V0(1 + strain) (constant-volume relaxed, as the E(V) points), fc2 and the
-    harmonic free energy; phonopy's ``PhonopyQHA`` minimises F(V, T) and differentiates
-    V(T). Per primitive cell. Grüneisen-relation α_V and QHA agree at low T and part as
-    the volume grows with T (QHA includes it; the Grüneisen relation is at V0).
+    ``atoms`` and ``fc2`` are the κ workflow's relaxed origin (``relax``: its relax record);
+    the other volumes are scaled isotropically and relaxed at constant volume (two-stage),
+    their fc2 from the same displacement protocol. The gates (imaginary modes at the
+    origin; broken symmetry per ``settings.symmetry_check``) set ``status`` while γ is still
+    computed (gamma_SRME prints γ for failed materials and scores SRME 2). An EOS fit that
+    fails leaves γ valid (K_T and α NaN, ``eos_error``). Relax/fc2 exceptions propagate;
+    the volumes relaxed so far are in ``volumes`` (pass a dict to keep them).
     """
-    from phonopy import PhonopyQHA
-
     from kappaflow.relax import relax_structure
 
-    grid = np.arange(0.0, max(temperatures) + 60.0, 10.0)
-    vols, energies, fe, cv, ent = [], [], [], [], []
-    for strain in sorted(strains):
-        if strain == 0.0:
-            cell = atoms.copy()
-        else:
-            scaled = scale_volume(atoms, strain)
-            cell = relax_structure(scaled, calc, relax_settings, constant_volume=True).atoms
-        phonon, _ = harmonic_phonopy(cell, material, calc, displacement, symprec)
-        phonon.run_mesh(list(mesh))
-        phonon.run_thermal_properties(temperatures=grid, cutoff_frequency=FREQ_CUTOFF)
-        tp = phonon.get_thermal_properties_dict()
-        ratio = len(phonon.primitive) / len(cell)
-        cell.calc = calc
-        energies.append(cell.get_potential_energy() * ratio)
-        vols.append(phonon.primitive.volume)
-        fe.append(tp["free_energy"])
-        cv.append(tp["heat_capacity"])
-        ent.append(tp["entropy"])
-    qha = PhonopyQHA(
-        volumes=vols,
-        electronic_energies=energies,
-        temperatures=grid,
-        free_energy=np.array(fe).T,
-        cv=np.array(cv).T,
-        entropy=np.array(ent).T,
-        eos=eos.replace("birchmurnaghan", "birch_murnaghan"),
-        t_max=float(max(temperatures)) + 20.0,
+    volumes = {} if volumes is None else volumes
+    timing: dict[str, float] = {}
+    symprec = phono3py_settings.symprec
+    strain = settings.volume_strain
+    initial_spg = relax["initial_space_group_number"]
+    temps = list(settings.temperatures)
+    origin = phonopy_with_fc2(atoms, material, fc2, symprec)
+    origin_atoms = atoms.copy()
+    origin_atoms.calc = calc
+    volumes[strain_key(0.0)] = {
+        "strain": 0.0,
+        "volume": float(origin_atoms.get_volume()),
+        "energy": float(origin_atoms.get_potential_energy()),
+        "relaxed_space_group_number": relax["relaxed_space_group_number"],
+        "broken_symmetry": bool(relax["broken_symmetry"]),
+    }
+    structures: dict[float, Atoms] = {}
+    t0 = time.perf_counter()
+    for s in sorted(set(settings.eos_strains) | {strain, -strain}):
+        if s == 0.0:
+            continue
+        res = relax_structure(scale_volume(atoms, s), calc, relax_settings, True)
+        structures[s] = res.atoms
+        volumes[strain_key(s)] = _volume_record(res, s, initial_spg)
+    timing["constant_volume_relax"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    d = phono3py_settings.displacement
+    plus, _ = harmonic_phonopy(structures[strain], material, calc, d, symprec)
+    minus, _ = harmonic_phonopy(structures[-strain], material, calc, d, symprec)
+    timing["fc2_plus_minus"] = time.perf_counter() - t0
+    gm = mode_gruneisen(origin, plus, minus, list(phono3py_settings.mesh_for(material)))
+
+    threshold = phono3py_settings.frequency_threshold
+    imaginary = {
+        "origin": has_imaginary_modes(gm.frequencies, threshold),
+        "plus": has_imaginary_modes(gm.frequencies_plus, threshold),
+        "minus": has_imaginary_modes(gm.frequencies_minus, threshold),
+    }
+    keys = {"origin": 0.0, "plus": strain, "minus": -strain}
+    broken = {k: bool(volumes[strain_key(v)]["broken_symmetry"]) for k, v in keys.items()}
+    checked = "minus" if settings.symmetry_check == "minus" else "origin"
+    broken_symmetry = broken["minus"] if checked == "minus" else any(broken.values())
+
+    cv = mode_heat_capacity(
+        gm.frequencies, gm.weights, temps, gm.gamma_mask, settings.frequency_cutoff
     )
-    alpha = np.asarray(qha.thermal_expansion)
-    return np.interp(np.asarray(temperatures, dtype=float), grid[: len(alpha)], alpha)
+    mode_gamma, gamma_t = weighted_gamma(cv, gm.gamma)
+    i_score = temperature_index(temps, settings.score_temperature)
+    v_prim = float(origin.primitive.volume)
+    fit, eos_error = None, None
+    alpha_v = np.full(len(temps), np.nan)
+    try:
+        pts = sorted(volumes.values(), key=lambda p: p["strain"])
+        fit = fit_eos(
+            [p["volume"] for p in pts], [p["energy"] for p in pts], len(atoms), settings.eos
+        )
+        alpha_v = thermal_expansion(cv, gm.gamma, fit.bulk_modulus_GPa * 1e9, v_prim)
+    except Exception as exc:  # γ stays valid; K_T and α are NaN
+        eos_error = f"{type(exc).__name__}: {exc}"
+    cubic = is_cubic(material.spacegroup)
+    return GruneisenResult(
+        status=gate(imaginary["origin"], broken_symmetry).status,
+        mesh=gm,
+        temperatures=temps,
+        volumes=volumes,
+        imaginary_freqs_volumes=imaginary,
+        broken_symmetry_volumes=broken,
+        broken_symmetry=bool(broken_symmetry),
+        relaxed_space_group_number=volumes[strain_key(keys[checked])]["relaxed_space_group_number"],
+        heat_capacity=cv,
+        mode_gamma=mode_gamma,
+        gamma_T=gamma_t,
+        heat_capacity_total=heat_capacity_total(cv),
+        gamma=float(gamma_t[i_score]),
+        volume_primitive_A3=v_prim,
+        alpha_V=alpha_v,
+        alpha_linear=alpha_v / 3.0 if cubic else np.full(len(temps), np.nan),
+        cubic=cubic,
+        eos=fit,
+        eos_error=eos_error,
+        timing_s=timing,
+    )
+
+
+def reference_mode_gamma(ref_row: Any, temperature: float, cutoff: float) -> np.ndarray:
+    """Heat-capacity-weighted mode γ of a mode-resolved DFT reference row (gamma_SRME
+    layout: q_points, weights, frequencies, gruneisen)."""
+    freqs = np.asarray(ref_row["frequencies"], dtype=float)
+    exclude = gamma_acoustic_mask(ref_row["q_points"], freqs.shape)
+    cv = mode_heat_capacity(freqs, ref_row["weights"], [temperature], exclude, cutoff)
+    mode, _ = weighted_gamma(cv, ref_row["gruneisen"])
+    return mode[0]

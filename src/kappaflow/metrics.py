@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kappaflow.gates import gate, is_ok
+from kappaflow.grid import REFERENCE_TEMPERATURE, temperature_index
+
 KAPPA_ERROR_MAX = 2.0
-TEMPERATURE_ATOL = 1e-6
 
 
 class InvalidReferenceError(ValueError):
@@ -48,17 +50,6 @@ def srme(
     return float(2.0 * micro / (k_pred + k_ref))
 
 
-def temperature_index(temperatures: Any, temperature: float) -> int | None:
-    """Index of ``temperature`` in ``temperatures`` matched by value (None if absent)."""
-    temps = (
-        np.atleast_1d(np.asarray(temperatures, dtype=float))
-        if temperatures is not None
-        else np.array([])
-    )
-    hits = np.flatnonzero(np.abs(temps - temperature) <= TEMPERATURE_ATOL)
-    return int(hits[0]) if hits.size else None
-
-
 def _value(row: pd.Series, key: str) -> Any:
     return row[key] if key in row.index else None
 
@@ -82,7 +73,10 @@ def _at_temperature(row: pd.Series, column: str, t_index: int | None) -> Any:
 
 
 def score_material(
-    pred: pd.Series | None, ref: pd.Series, temperature: float = 300.0, symm_no: int | None = None
+    pred: pd.Series | None,
+    ref: pd.Series,
+    temperature: float = REFERENCE_TEMPERATURE,
+    symm_no: int | None = None,
 ) -> dict[str, Any]:
     """SRD/SRE/SRME of one material, with the failure reason (k_SRME order)."""
     t_ref = temperature_index(_value(ref, "temperatures"), temperature)
@@ -103,17 +97,18 @@ def score_material(
         relaxed = _value(pred, "relaxed_space_group_number")
         if initial is None or (isinstance(initial, float) and np.isnan(initial)):
             initial = symm_no
-        if _is_true(_value(pred, "imaginary_freqs")):
-            reason = "imaginary_modes"
-        elif (
+        broken = (
             relaxed is not None
             and initial is not None
             and not pd.isna(relaxed)
             and int(relaxed) != int(initial)
-        ):
-            reason = "broken_symmetry"
-        elif isinstance(_value(pred, "status"), str) and _value(pred, "status") not in ("", "ok"):
-            reason = _value(pred, "status")  # e.g. nonfinite_forces, recorded by the run
+        )
+        status = _value(pred, "status")
+        the_gate = gate(_is_true(_value(pred, "imaginary_freqs")), broken)
+        if not the_gate.open:
+            reason = the_gate.status
+        elif isinstance(status, str) and not is_ok(status):
+            reason = status  # e.g. nonfinite_forces, recorded by the run
         elif t_pred is None:
             reason = f"no_prediction_at_{temperature:g}K"
         elif k_pred is None or not np.isfinite(k_pred):
@@ -162,7 +157,7 @@ def score_material(
 def score_table(
     predictions: pd.DataFrame,
     reference: pd.DataFrame,
-    temperature: float = 300.0,
+    temperature: float = REFERENCE_TEMPERATURE,
     materials: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """Per-material metrics over the selected materials (default: every reference row).

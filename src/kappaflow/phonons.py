@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,12 +17,7 @@ from phono3py import Phono3py
 from phonopy import Phonopy
 from phonopy.structure.atoms import PhonopyAtoms
 
-from kappaflow.forces import (  # noqa: F401  (NonFiniteForcesError: re-exported)
-    ForceRun,
-    ForceSettings,
-    NonFiniteForcesError,
-    evaluate_forces,
-)
+from kappaflow.forces import ForceRun, ForceSettings, evaluate_forces
 from kappaflow.settings import Phono3pySettings
 from kappaflow.structures import MaterialSpec
 
@@ -73,7 +67,7 @@ def init_phono3py(
                 distance=settings.displacement,
                 cutoff_pair_distance=settings.fc3_cutoff_pair_distance,
             )
-    ph3.mesh_numbers = list(settings.mesh or material.q_mesh)
+    ph3.mesh_numbers = list(settings.mesh_for(material))
     return ph3
 
 
@@ -145,9 +139,7 @@ def grid_frequencies(
         symprec=settings.symprec,
     )
     phonon.force_constants = fc2
-    phonon.run_mesh(
-        list(settings.mesh or material.q_mesh), is_gamma_center=True, is_mesh_symmetry=False
-    )
+    phonon.run_mesh(list(settings.mesh_for(material)), is_gamma_center=True, is_mesh_symmetry=False)
     return np.asarray(phonon.mesh.frequencies)
 
 
@@ -159,34 +151,6 @@ def has_imaginary_modes(frequencies: np.ndarray, threshold: float = FREQUENCY_TH
     if np.any(freqs[0, 3:] < 0) or np.any(freqs[0, :3] < threshold):
         return True
     return bool(np.any(freqs[1:] < 0))
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Whether fc3 and κ are computed, and why not."""
-
-    status: str  # "ok", "imaginary_modes", "broken_symmetry"
-    imaginary_freqs: bool
-    broken_symmetry: bool
-
-    @property
-    def open(self) -> bool:
-        return self.status == "ok"
-
-
-def conductivity_gate(
-    imaginary: bool, broken_symmetry: bool, allow_broken_symmetry: bool = False
-) -> Gate:
-    """k_SRME order: imaginary modes first, then broken symmetry (unless allowed)."""
-    if imaginary:
-        status = "imaginary_modes"
-    elif broken_symmetry and not allow_broken_symmetry:
-        status = "broken_symmetry"
-    else:
-        status = "ok"
-    return Gate(
-        status=status, imaginary_freqs=bool(imaginary), broken_symmetry=bool(broken_symmetry)
-    )
 
 
 def displacement_counts(ph3: Phono3py) -> dict[str, Any]:

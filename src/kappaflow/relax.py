@@ -130,3 +130,15 @@ def relax_structure(
         volume_final=float(atoms.get_volume()),
         symprec_tests=symprec_tests,
     )
+
+
+def unrelaxed_record(atoms: Atoms, symprec: float) -> dict[str, Any]:
+    """The relax record of a structure whose relaxation raised: its own space group, no
+    relaxed one, no steps (the failure itself is the record's status)."""
+    return {
+        "initial_space_group_number": spacegroup_number(atoms, symprec),
+        "relaxed_space_group_number": None,
+        "broken_symmetry": False,
+        "reached_max_steps": False,
+        "steps": [],
+    }

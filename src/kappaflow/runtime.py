@@ -1,5 +1,5 @@
-"""Thread settings, scheduler context and runtime limits of one job. Imports nothing
-heavy, so it can run first.
+"""Thread settings, scheduler context, provenance and runtime limits of one job. Imports
+nothing heavy, so it can run first.
 
 phono3py's C backend reads ``OMP_NUM_THREADS`` and its Rust backend (phonors)
 ``RAYON_NUM_THREADS`` when their pools start, i.e. at first use after import; both
@@ -9,8 +9,12 @@ must equal the job's Snakemake ``threads``. torch is told directly when imported
 from __future__ import annotations
 
 import os
+import platform
 import sys
+import time
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 THREAD_VARS = ("OMP_NUM_THREADS", "RAYON_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -73,8 +77,9 @@ def start_job(threads: int) -> str:
 
 
 #: Base wall-time limits (minutes) of the compute rules, before any raise. Generous for
-#: one material of the 103 on one GPU (force rules) or 16 cores (kappa); the measured
-#: figures are in docs/benchmarks.md. Override per rule with config ``runtime_minutes``.
+#: one material of the 103 on one GPU (force rules) or a node's cores (kappa); the measured
+#: figures are in docs/benchmarks.md. A profile overrides a base with
+#: ``set-resources: RULE: runtime_base: N`` (:func:`runtime_base`).
 DEFAULT_RUNTIME_MINUTES = {
     "relax": 30,
     "fc2": 60,
@@ -99,3 +104,88 @@ def raised_runtime(
     if time_limit_kills < 0:
         raise ValueError(f"time_limit_kills must be >= 0, got {time_limit_kills}")
     return int(base_minutes) * int(factor) ** min(int(time_limit_kills), int(max_raises))
+
+
+def runtime_base(rule: str, overrides: Mapping[str, Any] | None) -> int:
+    """The base runtime (minutes) of ``rule``: the profile's ``runtime_base`` resource of
+    that rule when set (a whole number of minutes >= 1), else the default above."""
+    overrides = overrides or {}
+    if "runtime_base" not in overrides:
+        return DEFAULT_RUNTIME_MINUTES[rule]
+    base = overrides["runtime_base"]
+    raw = str(getattr(base, "raw", base)).strip("'\" ")
+    try:
+        minutes = int(raw)
+    except ValueError:
+        raise ValueError(
+            f"set-resources {rule}:runtime_base={raw!r}: give whole minutes, e.g. 120"
+        ) from None
+    if minutes < 1:
+        raise ValueError(f"set-resources {rule}:runtime_base={minutes}: must be >= 1 minute")
+    return minutes
+
+
+# ------------------------------------------------------------------------ provenance
+
+#: the packages that shape the numbers (their versions go into every result)
+PROVENANCE_PACKAGES = (
+    "kappaflow",
+    "phono3py",
+    "phonopy",
+    "phonors",
+    "spglib",
+    "ase",
+    "numpy",
+    "torch",
+    "mace-torch",
+    "e3nn",
+    "chgnet",
+    "sevenn",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of :data:`PROVENANCE_PACKAGES` (None when not installed)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Where and with what a result was made: versions, host, threads, scheduler, time."""
+    return {
+        "versions": package_versions(),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "threads": current_threads(),
+        "scheduler": scheduler_context(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def log(message: str) -> None:
+    """One progress line on stderr (the rule's log file in the workflow)."""
+    print(f"[kappaflow {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_streaming(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` with its output going to this process's stdout (the rule log)."""
+    import subprocess
+
+    try:
+        sys.stdout.flush()
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    if fd is not None:
+        return subprocess.run(argv, env=env, stdout=fd, stderr=subprocess.STDOUT).returncode
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    print(proc.stdout + proc.stderr)
+    return proc.returncode

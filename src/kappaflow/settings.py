@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kappaflow.structures import MaterialSpec
 
 #: phono3py backends. The DFT reference was produced with phono3py 3.x, C backend;
 #: phono3py 4.10 defaults to its (experimental) Rust backend "phonors".
@@ -127,6 +130,10 @@ class Phono3pySettings:
         d = asdict(self)
         d["mesh"] = list(self.mesh) if self.mesh is not None else None
         return d
+
+    def mesh_for(self, material: MaterialSpec) -> tuple[int, int, int]:
+        """The q-mesh of ``material``: the ``mesh`` override, else the dataset's own."""
+        return tuple(self.mesh or material.q_mesh)  # type: ignore[return-value]
 
     def protocol_deviations(self) -> list[str]:
         """Labels of the opt-in deviations from PROTOCOL §4 in force (empty by default);

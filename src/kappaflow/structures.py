@@ -19,6 +19,8 @@ from ase import Atoms
 
 from kappaflow.settings import StructureDefaults
 
+#: the dataset's structure types by space group (rock salt, zincblende, wurtzite); other
+#: structures are labelled ``sg<number>``
 STRUCTURE_TYPES = {225: "rs", 216: "zb", 186: "wz"}
 MATERIAL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
 
@@ -50,6 +52,11 @@ class MaterialSpec:
         for k in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
             d[k] = list(d[k])
         return d
+
+
+def type_group(structure_type: str) -> str:
+    """The panel/group a structure type falls in: rs, zb, wz, or ``other`` (``sg<n>``)."""
+    return structure_type if structure_type in STRUCTURE_TYPES.values() else "other"
 
 
 def spacegroup_number(atoms: Atoms, symprec: float = 1e-5) -> int | None:

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import urllib.request
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,7 @@ from ase import Atoms
 from ase.io import read, write
 
 from kappaflow import reference as ref
-
-STATUS_OK = "ok"
+from kappaflow.gates import OK
 
 
 class GatedOutputError(RuntimeError):
@@ -118,6 +118,19 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config must be a mapping")
     return data
+
+
+def read_package_yaml(name: str) -> dict[str, Any]:
+    """A YAML file shipped inside the package (``kappaflow/schemas/<name>``)."""
+    import yaml
+
+    text = resources.files("kappaflow").joinpath("schemas", name).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def package_data(name: str) -> Path:
+    """Path of a data file shipped inside the package (``kappaflow/data/<name>``)."""
+    return Path(str(resources.files("kappaflow").joinpath("data", name)))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -295,6 +308,17 @@ def read_kappa_table(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def read_kappa_table_ids(path: str | os.PathLike) -> list[str]:
+    """The ``mp_id`` column of a kappa table only (the DAG needs the ids, not the arrays)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"kappa table not found: {path}")
+    data = read_json(path)
+    if "mp_id" not in data:
+        raise ValueError(f"{path}: no 'mp_id' column")
+    return [str(v) for v in data["mp_id"].values()]
+
+
 def write_kappa_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write a gathered table in the reference layout (pandas to_json, orient=columns)."""
     out = df.reset_index() if df.index.name == "mp_id" else df.copy()
@@ -347,7 +371,7 @@ def write_fc(
     order: int,
     fc: np.ndarray | None,
     p2s_map: np.ndarray | None,
-    status: str = STATUS_OK,
+    status: str = OK,
     attrs: dict[str, Any] | None = None,
 ) -> None:
     """fc2.hdf5/fc3.hdf5 in phono3py's format; a gated job writes a status-only placeholder.
@@ -355,7 +379,7 @@ def write_fc(
     from phono3py.file_IO import write_fc2_to_hdf5, write_fc3_to_hdf5
 
     with atomic_path(path) as tmp:
-        if status == STATUS_OK:
+        if status == OK:
             if fc is None:
                 raise ValueError(f"{path}: status ok but no force constants")
             if order == 2:
@@ -373,7 +397,7 @@ def write_fc(
 
 def fc_status(path: str | os.PathLike) -> str:
     with h5py.File(path, "r") as h5:
-        return str(h5.attrs.get("kappaflow_status", STATUS_OK))
+        return str(h5.attrs.get("kappaflow_status", OK))
 
 
 def read_fc(path: str | os.PathLike, order: int) -> np.ndarray:
@@ -381,13 +405,13 @@ def read_fc(path: str | os.PathLike, order: int) -> np.ndarray:
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
 
     status = fc_status(path)
-    if status != STATUS_OK:
+    if status != OK:
         raise GatedOutputError(f"{path} is a placeholder (status={status}); no force constants")
     return read_fc2_from_hdf5(path) if order == 2 else read_fc3_from_hdf5(path)
 
 
 def write_forces(
-    path: str | os.PathLike, forces: np.ndarray | None, status: str = STATUS_OK, **meta: Any
+    path: str | os.PathLike, forces: np.ndarray | None, status: str = OK, **meta: Any
 ) -> None:
     """Displaced-supercell forces (n_disp, n_atoms, 3) in eV/Å, with metadata attributes."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -406,26 +430,19 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_forces(path: str | os.PathLike) -> np.ndarray:
     with h5py.File(path, "r") as h5:
-        status = str(h5.attrs.get("kappaflow_status", STATUS_OK))
-        if status != STATUS_OK:
+        status = str(h5.attrs.get("kappaflow_status", OK))
+        if status != OK:
             raise GatedOutputError(f"{path} is a placeholder (status={status}); no forces")
         return h5["forces"][()]
 
 
-def write_kappa_hdf5(
-    path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[str, Any]
-) -> None:
-    """The kappa HDF5 with phono3py's dataset names (kappa, mode_kappa, frequency, ...).
-
-    Written straight to the declared output: phono3py's own writer would put
-    ``kappa-m191919.hdf5`` into the current directory, a name shared by all rs/zb
-    materials, which concurrent jobs would overwrite.
-    """
-    write_hdf5(path, datasets, attrs)
-
-
 def write_hdf5(path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[str, Any]) -> None:
-    """Datasets (None skipped; arrays >= 2-D gzip-compressed) and attributes, atomically."""
+    """Datasets (None skipped; arrays >= 2-D gzip-compressed) and attributes, atomically.
+
+    kappa.hdf5 is written this way, with phono3py's dataset names, straight to the declared
+    output: phono3py's own writer would put ``kappa-m191919.hdf5`` into the current
+    directory, a name shared by all rs/zb materials, which concurrent jobs would overwrite.
+    """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for key, value in datasets.items():
             if value is None:
@@ -445,10 +462,6 @@ def write_hdf5(path: str | os.PathLike, datasets: dict[str, Any], attrs: dict[st
             )
 
 
-def read_kappa_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    return read_hdf5(path)
-
-
 def read_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(datasets, attributes) of an HDF5 file written by :func:`write_hdf5`."""
     with h5py.File(path, "r") as h5:
@@ -457,34 +470,7 @@ def read_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     return data, attrs
 
 
-# -------------------------------------------------------------------- provenance
-
-
-def package_versions() -> dict[str, str | None]:
-    """Versions of the packages that shape the numbers (None if not installed)."""
-    from importlib import metadata
-
-    names = (
-        "kappaflow",
-        "phono3py",
-        "phonopy",
-        "phonors",
-        "spglib",
-        "ase",
-        "numpy",
-        "torch",
-        "mace-torch",
-        "e3nn",
-        "chgnet",
-        "sevenn",
-    )
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+# ------------------------------------------------------------------------ folders
 
 
 def ensure_dir(path: str | os.PathLike) -> Path:
@@ -524,10 +510,10 @@ def read_mode_gamma_reference(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def read_melting_points(path: str | os.PathLike | None) -> pd.DataFrame | None:
-    """The melting-point table (formula, T_melt_K, ...) or None when no file is given."""
-    if path is None:
-        return None
+def read_melting_points(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The melting-point table (formula, T_melt_K, ...): the package's own
+    ``kappaflow/data/melting_points.csv`` unless another file is given."""
+    path = package_data("melting_points.csv") if path is None else path
     df = pd.read_csv(path, comment="#")
     missing = {"formula", "T_melt_K"} - set(df.columns)
     if missing:

@@ -1,0 +1,99 @@
+"""Step 3, anharmonic: fc3 forces -> fc3.hdf5 (PROTOCOL §4), or status-only placeholders
+when the harmonic gate is closed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from kappaflow import storage
+from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
+from kappaflow.forces import ForceError, ForceSettings
+from kappaflow.gates import OK, error_fields, failure_status
+from kappaflow.runtime import log
+from kappaflow.settings import Phono3pySettings
+from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
+
+
+def run_fc3(
+    *,
+    relaxed: str | Path,
+    phonons_json: str | Path,
+    model: ModelSpec,
+    settings: Phono3pySettings,
+    out_fc3: str | Path,
+    out_forces: str | Path,
+    device: str = "auto",
+    model_dir: str | Path = "resources/models",
+    loaded: LoadedModel | None = None,
+    force_settings: ForceSettings | None = None,
+) -> dict[str, Any]:
+    """fc3 forces -> fc3.hdf5, or status-only placeholders when the gate is closed.
+
+    Opt-in protocol deviations of ``settings`` (fc3 pair cutoff, random displacements
+    fitted by symfc) are labelled in both files' ``protocol_deviations`` attribute."""
+    from kappaflow import phonons
+
+    the_gate = storage.read_json(phonons_json)
+    if the_gate["status"] != OK:
+        log(f"fc3 skipped: {the_gate['status']}")
+        write_fc_placeholders(
+            the_gate["status"], fc_path=out_fc3, order=3, forces_path=out_forces, model=model.key
+        )
+        return {"status": the_gate["status"]}
+    atoms, record = storage.read_structure(relaxed)
+    material = material_of(record)
+    ph3 = phonons.init_phono3py(atoms, material, settings)
+    loaded = loaded or load_calculator(model, device, model_dir)
+    deviations = settings.protocol_deviations()
+    labels = {"protocol_deviations": json.dumps(deviations)}
+    t0 = time.perf_counter()
+    log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
+    if deviations:
+        log(f"fc3: PROTOCOL DEVIATION(S): {', '.join(deviations)}")
+    try:
+        run = phonons.force_run(ph3.supercells_with_displacements, loaded, force_settings)
+        log(force_log(run.info))
+        t_forces = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        fc3 = phonons.fc3_from_forces(ph3, run.forces, settings)
+        t_fit = time.perf_counter() - t1
+    except ForceError:  # bad forces settings: an input error, not physics
+        raise
+    except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
+        status = failure_status(exc, "fc3")
+        fields = error_fields(exc)
+        log(f"fc3 failed: {fields['errors'][0]}")
+        write_fc_placeholders(
+            status,
+            fc_path=out_fc3,
+            order=3,
+            forces_path=out_forces,
+            model=model.key,
+            attrs=labels,
+            error=fields["errors"][0],
+        )
+        return {"status": status, **fields}
+    storage.write_forces(
+        out_forces,
+        run.forces,
+        model=model.key,
+        timing_s=t_forces,
+        fc3_fit_s=t_fit,
+        checkpoint_sha256=str(loaded.info.get("checkpoint_sha256", "")),
+        force_evaluation=json.dumps(run.info),
+        **labels,
+    )
+    storage.write_fc(out_fc3, 3, fc3, ph3.primitive.p2s_map, attrs=labels)
+    return {
+        "status": OK,
+        "force_evaluation": run.info,
+        "protocol_deviations": deviations,
+        "timing_s": {
+            "fc3_forces": t_forces,
+            "fc3_fit": t_fit,
+            "fc3_total": time.perf_counter() - t0,
+        },
+    }

@@ -1,0 +1,170 @@
+"""Step 4, κ: the Wigner transport equation in the RTA at every temperature (PROTOCOL §5)
+-> kappa.hdf5 (phono3py's dataset names plus k_SRME's) and the small kappa.json record."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kappaflow import storage
+from kappaflow.conductivity import TRANSPORT_TYPE, KappaResult, kappa_ave
+from kappaflow.gates import OK, error_fields, step_error
+from kappaflow.runtime import log, package_versions, provenance
+from kappaflow.settings import KappaSettings, Phono3pySettings
+from kappaflow.steps.common import material_of, write_placeholders
+
+
+def kappa_datasets(result: KappaResult) -> dict[str, Any]:
+    """KappaResult -> HDF5 datasets with phono3py's names plus k_SRME's."""
+    intra = result.extra.get("kappa_intra")
+    return {
+        "temperature": result.temperatures,
+        "mesh": result.mesh,
+        "qpoint": result.qpoints,
+        "weight": result.weights,
+        "grid_point": result.grid_points,
+        "frequency": result.frequencies,
+        "heat_capacity": result.heat_capacity,
+        "group_velocity": result.group_velocities,
+        "gamma": result.gamma,
+        "gamma_isotope": result.gamma_isotope,
+        "kappa": result.kappa_TOT_RTA,
+        "mode_kappa": result.mode_kappa_TOT,
+        "kappa_intra": intra,
+        "kappa_inter": None if intra is None else result.kappa_TOT_RTA - intra,
+        "kappa_TOT_RTA": result.kappa_TOT_RTA,
+        "kappa_P_RTA": result.kappa_P_RTA,
+        "kappa_C": result.kappa_C,
+        "mode_kappa_P_RTA": result.mode_kappa_P_RTA,
+        "mode_kappa_C": result.mode_kappa_C,
+        "mode_kappa_TOT": result.mode_kappa_TOT,
+        "kappa_TOT_ave": result.kappa_TOT_ave,
+        "mode_kappa_TOT_ave": kappa_ave(result.mode_kappa_TOT),
+        "mode_kappa_matrix": result.extra.get("mode_kappa_matrix"),
+    }
+
+
+def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) -> list[str]:
+    """Every opt-in deviation from the protocol behind one result: the fc3 approximations
+    of ``settings`` and a non-default model dtype. Empty for the published protocol."""
+    return [*model_info.get("protocol_deviations", []), *settings.protocol_deviations()]
+
+
+def _record(relax_record: dict[str, Any], the_gate: dict[str, Any], settings: KappaSettings):
+    """kappa.json before the conductivity: material, gate, relax, settings, timings."""
+    material = material_of(relax_record)
+    relax = relax_record["relax"]
+    record: dict[str, Any] = {
+        "mp_id": material.material_id,
+        "name": material.name,
+        "desc": material.desc,
+        "material": material.as_dict(),
+        "status": the_gate["status"],
+        "imaginary_freqs": the_gate["imaginary_freqs"],
+        "broken_symmetry": the_gate["broken_symmetry"],
+        "initial_space_group_number": relax["initial_space_group_number"],
+        "relaxed_space_group_number": relax["relaxed_space_group_number"],
+        "relax": relax,
+        "displacements": the_gate["displacements"],
+        "temperatures": list(settings.temperatures),
+        "q_mesh": list(settings.phono3py.mesh_for(material)),
+        "model": the_gate["model"],
+        "settings": {
+            "relax": relax_record["relax_settings"],
+            "phono3py": settings.phono3py.as_dict(),
+            "transport_type": TRANSPORT_TYPE,
+            "rta": True,
+        },
+        "timing_s": {**relax_record.get("timing_s", {}), **the_gate.get("timing_s", {})},
+        "errors": list(the_gate.get("errors", [])),
+        "protocol_deviations": protocol_deviations(settings.phono3py, the_gate["model"]),
+    }
+    if the_gate.get("force_evaluation"):
+        record["force_evaluation"] = {"fc2": the_gate["force_evaluation"]}
+    return record
+
+
+def _add_fc3_forces(record: dict[str, Any], fc3_forces: str | Path) -> None:
+    """Timing, force-evaluation record and error of the fc3 force step."""
+    meta = storage.read_attrs(fc3_forces)
+    if "timing_s" in meta:
+        record["timing_s"]["fc3_forces"] = float(meta["timing_s"])
+    if "force_evaluation" in meta:
+        record.setdefault("force_evaluation", {})["fc3"] = json.loads(str(meta["force_evaluation"]))
+    if "error" in meta:
+        record["errors"].append(str(meta["error"]))
+
+
+def run_kappa(
+    *,
+    relaxed: str | Path,
+    phonons_json: str | Path,
+    fc2_path: str | Path,
+    fc3_path: str | Path,
+    settings: KappaSettings,
+    out_hdf5: str | Path,
+    out_record: str | Path,
+    fc3_forces: str | Path | None = None,
+) -> dict[str, Any]:
+    """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record."""
+    atoms, relax_record = storage.read_structure(relaxed)
+    material = material_of(relax_record)
+    record = _record(relax_record, storage.read_json(phonons_json), settings)
+    if fc3_forces is not None:
+        _add_fc3_forces(record, fc3_forces)
+    fc3_status = storage.fc_status(fc3_path)
+    if record["status"] == OK and fc3_status != OK:
+        record["status"] = fc3_status
+    result = None
+    backend = settings.phono3py.backend
+    if record["status"] == OK:
+        from kappaflow import phonons
+        from kappaflow.conductivity import compute_kappa
+
+        fc2 = storage.read_fc(fc2_path, 2)
+        fc3 = storage.read_fc(fc3_path, 3)
+        ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
+        log(
+            f"Wigner RTA κ of {material.material_id} on mesh {[int(m) for m in ph3.mesh_numbers]} "
+            f"at {list(settings.temperatures)} K, backend {backend}"
+        )
+        t0 = time.perf_counter()
+        try:
+            result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
+        except Exception as exc:  # recorded as data (k_SRME ConductivityError)
+            fields = error_fields(exc)
+            record["status"] = step_error("kappa")
+            record["errors"] += fields["errors"]
+            record["error_traceback"] = fields["error_traceback"]
+            log(f"κ failed: {fields['errors'][0]}")
+        record["timing_s"]["kappa"] = time.perf_counter() - t0
+    labels = {"protocol_deviations": json.dumps(record["protocol_deviations"])}
+    if result is None:
+        record["kappa_TOT_ave"] = [None] * len(settings.temperatures)
+        record["provenance"] = provenance(backend=backend)
+        temps = {"temperature": np.asarray(settings.temperatures)}
+        return write_placeholders(
+            record, what="κ", json_path=out_record, hdf5=((out_hdf5, temps),), attrs=labels
+        )
+    record["kappa_TOT_ave"] = result.kappa_TOT_ave.tolist()
+    record["kappa_TOT_RTA"] = result.kappa_TOT_RTA.tolist()
+    record["kappa_P_RTA"] = result.kappa_P_RTA.tolist()
+    record["kappa_C"] = result.kappa_C.tolist()
+    record["sum_rule_error"] = result.sum_rule_error()
+    record["provenance"] = provenance(backend=backend)
+    attrs = {
+        "kappaflow_status": OK,
+        "mp_id": material.material_id,
+        "backend": backend,
+        "transport_type": TRANSPORT_TYPE,
+        "version": package_versions()["phono3py"] or "",
+        **labels,
+    }
+    storage.write_hdf5(out_hdf5, kappa_datasets(result), attrs)
+    storage.write_json(out_record, record)
+    log(f"κ_TOT_ave = {record['kappa_TOT_ave']} W/mK in {record['timing_s']['kappa']:.1f} s")
+    return record
