@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from kappaflow.runtime import configure_threads
 
     configure_threads(args.threads)
-    from kappaflow import io, steps
+    from kappaflow import storage
     from kappaflow.calculators import load_calculator, model_spec
     from kappaflow.settings import KappaSettings, Phono3pySettings
+    from kappaflow.steps.anharmonic import run_fc3
+    from kappaflow.steps.kappa import run_kappa
 
     work = Path(args.work)
     base = work / "base"
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mesh:
             cmd += ["--mesh", *map(str, args.mesh)]
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
-    base_record = io.read_json(base / "kappa.json")
+    base_record = storage.read_json(base / "kappa.json")
     k_base = base_record["kappa_TOT_ave"][0]
     spec = model_spec(args.model)
     loaded = load_calculator(spec, device="cpu")
@@ -81,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(base / f, vdir / f)
         settings = Phono3pySettings(mesh=tuple(args.mesh) if args.mesh else None, **extra)
         t0 = time.perf_counter()
-        fc3 = steps.run_fc3(
-            vdir / "relaxed.extxyz",
-            vdir / "phonons.json",
-            spec,
-            settings,
-            vdir / "fc3.hdf5",
-            vdir / "forces_fc3.hdf5",
+        fc3 = run_fc3(
+            relaxed=vdir / "relaxed.extxyz",
+            phonons_json=vdir / "phonons.json",
+            model=spec,
+            settings=settings,
+            out_fc3=vdir / "fc3.hdf5",
+            out_forces=vdir / "forces_fc3.hdf5",
             loaded=loaded,
         )
         t_fc3 = time.perf_counter() - t0
@@ -96,18 +98,18 @@ def main(argv: list[str] | None = None) -> int:
             kappa = k_base  # the full protocol's own κ (WORK/base)
             t_kappa = base_record["timing_s"].get("kappa", float("nan"))
         elif args.reuse_kappa and (vdir / "kappa.json").exists():
-            rec = io.read_json(vdir / "kappa.json")
+            rec = storage.read_json(vdir / "kappa.json")
             kappa, t_kappa = rec["kappa_TOT_ave"][0], rec["timing_s"]["kappa"]
         else:
-            rec = steps.run_kappa(
-                vdir / "relaxed.extxyz",
-                vdir / "phonons.json",
-                vdir / "fc2.hdf5",
-                vdir / "fc3.hdf5",
-                KappaSettings((300.0,), settings),
-                vdir / "kappa.hdf5",
-                vdir / "kappa.json",
-                vdir / "forces_fc3.hdf5",
+            rec = run_kappa(
+                relaxed=vdir / "relaxed.extxyz",
+                phonons_json=vdir / "phonons.json",
+                fc2_path=vdir / "fc2.hdf5",
+                fc3_path=vdir / "fc3.hdf5",
+                settings=KappaSettings((300.0,), settings),
+                out_hdf5=vdir / "kappa.hdf5",
+                out_record=vdir / "kappa.json",
+                fc3_forces=vdir / "forces_fc3.hdf5",
             )
             assert rec["protocol_deviations"] == settings.protocol_deviations()
             kappa, t_kappa = rec["kappa_TOT_ave"][0], rec["timing_s"]["kappa"]

@@ -46,13 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(args.threads)
     import numpy as np
 
-    from kappaflow import forces, io, phonons, steps
+    from kappaflow import forces, phonons, storage
     from kappaflow.calculators import load_calculator, model_spec
     from kappaflow.reference import resolve_reference_dir
     from kappaflow.settings import Phono3pySettings
+    from kappaflow.steps.relax import load_material
 
     ref = resolve_reference_dir(cli_dir=args.reference_dir)
-    atoms, material = steps.load_material(io.reference_file(ref, "structures"), args.material)
+    atoms, material = load_material(storage.reference_file(ref, "structures"), args.material)
     ph3 = phonons.init_phono3py(atoms, material, Phono3pySettings())
     cells = (
         ph3.supercells_with_displacements

@@ -2,7 +2,7 @@
 
 Both run as fresh processes (a workflow job is one), alternating ``--repeats`` times:
 
-* ``kappaflow``: ``steps.run_kappa`` — reads the relaxed structure, gate and fc files,
+* ``kappaflow``: ``kappaflow.steps.kappa.run_kappa`` — reads the relaxed structure, gate and fc files,
   runs the Wigner RTA (``transport_type="SMM19"``), splits populations/coherences, writes
   kappa.hdf5 + kappa.json;
 * ``bare``: ``phono3py.load`` of the same phono3py_disp.yaml (C backend, as kappaflow's
@@ -33,13 +33,14 @@ KAPPAFLOW = """
 import json, resource, sys
 from kappaflow.runtime import configure_threads
 configure_threads({threads})
-from kappaflow import steps
 from kappaflow.settings import KappaSettings, Phono3pySettings
+from kappaflow.steps.kappa import run_kappa
 w, out = {work!r}, {out!r}
 mesh = {mesh!r}
-rec = steps.run_kappa(w + "/relaxed.extxyz", w + "/phonons.json", w + "/fc2.hdf5",
-                      w + "/fc3.hdf5", KappaSettings((300.0,), Phono3pySettings(mesh=mesh)),
-                      out + "/kappa.hdf5", out + "/kappa.json")
+rec = run_kappa(relaxed=w + "/relaxed.extxyz", phonons_json=w + "/phonons.json",
+                fc2_path=w + "/fc2.hdf5", fc3_path=w + "/fc3.hdf5",
+                settings=KappaSettings((300.0,), Phono3pySettings(mesh=mesh)),
+                out_hdf5=out + "/kappa.hdf5", out_record=out + "/kappa.json")
 print(json.dumps({{"kappa": rec["kappa_TOT_RTA"][0][:3],
                    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

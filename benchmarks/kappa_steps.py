@@ -20,23 +20,30 @@ import time
 from pathlib import Path
 
 STEP_CODE = {
-    "relax": "steps.run_relax(io.reference_file(resolve_reference_dir(), 'structures'), {material!r}, spec, "
-    "RelaxSettings(), f['relaxed'])",
-    "fc2": "steps.run_fc2(f['relaxed'], spec, ps, f['fc2'], f['forces_fc2'], f['disp'], f['phonons'])",
-    "fc3": "steps.run_fc3(f['relaxed'], f['phonons'], spec, ps, f['fc3'], f['forces_fc3'])",
-    "kappa": "steps.run_kappa(f['relaxed'], f['phonons'], f['fc2'], f['fc3'], KappaSettings((300.0,), ps), "
-    "f['kappa'], f['record'], f['forces_fc3'])",
+    "relax": "run_relax(structures=storage.reference_file(resolve_reference_dir(), 'structures'), "
+    "material_id={material!r}, model=spec, settings=RelaxSettings(), out_relaxed=f['relaxed'])",
+    "fc2": "run_fc2(relaxed=f['relaxed'], model=spec, settings=ps, out_fc2=f['fc2'], "
+    "out_forces=f['forces_fc2'], out_disp=f['disp'], out_phonons=f['phonons'])",
+    "fc3": "run_fc3(relaxed=f['relaxed'], phonons_json=f['phonons'], model=spec, settings=ps, "
+    "out_fc3=f['fc3'], out_forces=f['forces_fc3'])",
+    "kappa": "run_kappa(relaxed=f['relaxed'], phonons_json=f['phonons'], fc2_path=f['fc2'], "
+    "fc3_path=f['fc3'], settings=KappaSettings((300.0,), ps), out_hdf5=f['kappa'], "
+    "out_record=f['record'], fc3_forces=f['forces_fc3'])",
 }
 
 PRELUDE = """
 from pathlib import Path
 from kappaflow.runtime import configure_threads
 configure_threads({threads})
-from kappaflow import io, steps
+from kappaflow import storage
 from kappaflow.calculators import model_spec
-from kappaflow.cli import MATERIAL_FILES
+from kappaflow.layout import MATERIAL_FILES
 from kappaflow.reference import resolve_reference_dir
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
+from kappaflow.steps.anharmonic import run_fc3
+from kappaflow.steps.harmonic import run_fc2
+from kappaflow.steps.kappa import run_kappa
+from kappaflow.steps.relax import run_relax
 out = Path({out!r})
 f = {{k: out / v for k, v in MATERIAL_FILES.items()}}
 spec = model_spec({model!r})

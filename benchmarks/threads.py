@@ -32,11 +32,12 @@ import sys, time
 sys.path.insert(0, {src!r})
 from kappaflow.runtime import start_job
 start_job({threads})
-from kappaflow import io, phonons, steps
+from kappaflow import phonons, storage
 from kappaflow.calculators import load_calculator, model_spec
 from kappaflow.settings import Phono3pySettings
-atoms, record = io.read_structure({relaxed!r})
-ph3 = phonons.init_phono3py(atoms, steps._material(record), Phono3pySettings())
+from kappaflow.steps.common import material_of
+atoms, record = storage.read_structure({relaxed!r})
+ph3 = phonons.init_phono3py(atoms, material_of(record), Phono3pySettings())
 loaded = load_calculator(model_spec({model!r}), device="cpu")
 run = phonons.force_run(ph3.supercells_with_displacements, loaded)
 print("JOB", run.info["seconds"], run.info["path"])
@@ -47,13 +48,14 @@ import sys, tempfile
 sys.path.insert(0, {src!r})
 from kappaflow.runtime import start_job
 start_job({threads})
-from kappaflow import steps
 from kappaflow.settings import KappaSettings, Phono3pySettings
+from kappaflow.steps.kappa import run_kappa
 d = {prep!r}
 with tempfile.TemporaryDirectory() as tmp:
-    rec = steps.run_kappa(d + "/relaxed.extxyz", d + "/phonons.json", d + "/fc2.hdf5",
-        d + "/fc3.hdf5", KappaSettings((300.0,), Phono3pySettings(mesh={mesh!r})),
-        tmp + "/k.hdf5", tmp + "/k.json", d + "/forces_fc3.hdf5")
+    rec = run_kappa(relaxed=d + "/relaxed.extxyz", phonons_json=d + "/phonons.json",
+        fc2_path=d + "/fc2.hdf5", fc3_path=d + "/fc3.hdf5",
+        settings=KappaSettings((300.0,), Phono3pySettings(mesh={mesh!r})),
+        out_hdf5=tmp + "/k.hdf5", out_record=tmp + "/k.json", fc3_forces=d + "/forces_fc3.hdf5")
 print("JOB", rec["timing_s"]["kappa"], rec["kappa_TOT_ave"][0])
 """
 
