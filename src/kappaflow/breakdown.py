@@ -49,6 +49,7 @@ import pandas as pd
 STRUCTURE_TYPES = ("rs", "zb", "wz")
 SPACEGROUP_TYPES = {225: "rs", 216: "zb", 186: "wz"}
 W1_DECIMALS = 4
+TRUE = ("true", "1", "1.0")
 
 
 # ------------------------------------------------------------------ spectrum W1
@@ -162,7 +163,8 @@ def mean_spectrum_w1(per_material: pd.Series) -> tuple[float, int]:
 
 
 def _failed(per_material: pd.DataFrame) -> pd.Series:
-    return per_material["failed"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    col = "failed" if "failed" in per_material.columns else "SRME_failed"  # published tables
+    return per_material[col].map(lambda v: str(v).strip().lower() in TRUE)
 
 
 def _scored(per_material: pd.DataFrame) -> pd.DataFrame:
@@ -184,13 +186,17 @@ def imaginary_mode_rate(per_material: pd.DataFrame, table: pd.DataFrame | None =
     df = _scored(per_material)
     if not len(df):
         return np.nan
+
+    def flag(frame: pd.DataFrame, m: str) -> bool:
+        return m in frame.index and str(frame.loc[m, "imaginary_freqs"]).lower() in TRUE
+
     if table is not None and "imaginary_freqs" in table.columns:
-        flags = [
-            m in table.index and str(table.loc[m, "imaginary_freqs"]).lower() in ("true", "1.0")
-            for m in df.index
-        ]
-        return float(np.mean(flags))
-    return float(df["failure"].fillna("").eq("imaginary_modes").mean())
+        return float(np.mean([flag(table, m) for m in df.index]))
+    if "imaginary_freqs" in df.columns:  # e.g. a published per-material table
+        return float(np.mean([flag(df, m) for m in df.index]))
+    if "failure" in df.columns:
+        return float(df["failure"].fillna("").eq("imaginary_modes").mean())
+    raise ValueError("no imaginary_freqs flag and no failure reason to count imaginary modes")
 
 
 def signed_bias(per_material: pd.DataFrame) -> dict[str, float]:
