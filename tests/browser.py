@@ -449,6 +449,48 @@ def report_registry(page: Page) -> dict[str, dict]:
     )
 
 
+def report_label_problems(registry: dict) -> list[str]:
+    """Results a Snakemake report cannot show, predicted from its registry the way the
+    report's JavaScript lays out a subcategory (``AbstractResults.getData``): with two or
+    more labels, a later label with exactly two values, each on half of the results, becomes
+    a toggle; a row (the other labels' values) lacking one of the toggle's values has no
+    result to show and the report's React tree crashes (TypeError reading 'mime_type')."""
+    problems = []
+    results = registry["results"]
+    for category, subcats in registry["categories"].items():
+        for sub, paths in subcats.items():
+            entries = [results[p].get("labels") for p in paths]
+            if not entries or not all(entries):
+                continue
+            order: dict[str, int] = {}
+            for lab in entries:
+                for i, key in enumerate(lab):
+                    order.setdefault(key, i)
+            labels = sorted(order, key=order.get)
+            toggles = {}
+            for label in labels[1:]:
+                values = [lab[label] for lab in entries if label in lab]
+                unique = sorted(set(values))
+                if len(unique) == 2 and all(values.count(v) * 2 == len(entries) for v in unique):
+                    toggles[label] = unique
+            if len(toggles) != 1:
+                continue
+            ((label, values),) = toggles.items()
+            others = [k for k in labels if k != label]
+            rows: dict[tuple, set] = {}
+            for lab in entries:
+                rows.setdefault(tuple(lab.get(k, "") for k in others), set()).add(lab.get(label))
+            for key, have in rows.items():
+                for missing in sorted(set(values) - have):
+                    row = dict(zip(others, key, strict=True))
+                    problems.append(
+                        f"{category} / {sub}: label {label!r} becomes a toggle "
+                        f"({' / '.join(values)}), but the row {row} has no result for "
+                        f"{missing!r}: the report crashes when this list is shown"
+                    )
+    return problems
+
+
 MENU_ITEM_JS = "[...document.querySelectorAll('nav li a')].find(a => a.innerText.trim() === {text})"
 CONTENT_IMG_JS = "document.querySelector('div.grow.h-screen img')"
 

@@ -26,6 +26,7 @@ from browser import (
     BrowserUnavailable,
     check_page,
     pixel_stats,
+    report_label_problems,
     report_registry,
     walk_snakemake_report,
 )
@@ -65,6 +66,34 @@ def test_browser_helper_on_a_fixture_page(browser):
     assert any("ERR_FILE_NOT_FOUND" in e for e in check.console_errors)
     variance, ink = pixel_stats(shot.read_bytes())
     assert variance > 0 and ink > 0.01
+
+
+def _registry(labels: dict[str, dict]) -> dict:
+    return {
+        "results": {p: {"labels": lab} for p, lab in labels.items()},
+        "categories": {"Metrics": {"Other": list(labels)}},
+    }
+
+
+def test_report_label_problems_predicts_the_toggle_crash():
+    """Snakemake turns a second label with two values on half the results each into a
+    toggle: with one model, the per-material table (table=per material) and the summary
+    (model=all, table=summary) make rows that lack a toggle value, which crashes the report
+    (seen in Chromium: TypeError reading 'mime_type'). Two models, or complete pairs, are fine."""
+    one_model = {
+        "results/emt/metrics.csv": {"model": "emt", "table": "per material"},
+        "results/metrics.csv": {"model": "all", "table": "summary (csv)"},
+    }
+    problems = report_label_problems(_registry(one_model))
+    assert len(problems) == 2 and "label 'table' becomes a toggle" in problems[0]
+    two_models = {**one_model, "results/b/metrics.csv": {"model": "b", "table": "per material"}}
+    assert report_label_problems(_registry(two_models)) == []
+    pairs = {
+        f"results/{m}-{t}.svg": {"model": m, "T": t} for m in ("a", "b") for t in ("300", "600")
+    }
+    assert report_label_problems(_registry(pairs)) == []  # a working toggle
+    single_label = {"results/metrics.csv": {"table": "metrics"}, "results/lb.csv": {"table": "lb"}}
+    assert report_label_problems(_registry(single_label)) == []
 
 
 def _snakemake(workdir: Path, env: dict, *args: str) -> None:
@@ -110,6 +139,8 @@ def test_report_in_a_browser(report_html, browser):
     results = registry["results"]
     images = {p for p, v in results.items() if v["mime_type"] in IMAGE_MIMES}
     assert images, "the report registers no figure"
+    problems = report_label_problems(registry)
+    assert problems == [], "report labels Snakemake cannot lay out:\n" + "\n".join(problems)
     shown = {r.path: r for r in walk_snakemake_report(page, SHOTS)}
     check = check_page(page, screenshot=SHOTS / "report-last-view.png")
     assert check.console_errors == [], "the report logged errors:\n" + "\n".join(
