@@ -219,3 +219,14 @@ def test_leaderboard_markdown(ref_tables, published):
     assert len(rows) == 1 + len(board)  # header + one line per model
     assert "| 1 | **mine** (yours) | **0.0000** |" in md
     assert "dft_reference" in rows[0] and "B. Póta, P. Ahlawat, G. Csányi, M. Simoncelli" in md
+
+
+def test_leaderboard_when_nothing_was_scored(published, mbd):
+    """A run of materials outside the reference (the .test metals): metrics has only
+    skipped rows; the leaderboard still lists the user's model, flagged, and ranks nothing."""
+    user = pd.DataFrame({"mp_id": ["Cu-fcc", "Ag-fcc"], "note": "no DFT reference"})
+    board = peers.leaderboard({"emt": user}, published, mbd)
+    assert board["rank"].isna().all() and len(board) == 1 + 16 + 52
+    mine = board[board["yours"]].iloc[0]
+    assert mine["n_materials"] == 0 and "no material scored" in mine["flags"]
+    assert "| – | **emt** (yours) |" in peers.leaderboard_markdown(board)

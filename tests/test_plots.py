@@ -188,3 +188,13 @@ def test_figures_are_legible(ref):
     assert "W m$^{-1}$ K$^{-1}$" in fig.axes[0].get_xlabel()
     assert "W m$^{-1}$ K$^{-1}$" in fig.axes[0].get_ylabel()
     plt.close(fig)
+
+
+def test_empty_leaderboard_figures_say_why():
+    board = _board(3)
+    board["rank"] = pd.NA
+    for make in (plots.ranking_bar, plots.sre_srme_scatter):
+        fig = make(board)
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert texts and texts[0].startswith("no material scored")
+        plt.close(fig)

@@ -170,6 +170,9 @@ def _failed(per_material: pd.DataFrame) -> pd.Series:
 def _scored(per_material: pd.DataFrame) -> pd.DataFrame:
     """Rows that were scored (a DFT κ exists); skipped rows (notes only) are not."""
     df = per_material.set_index("mp_id") if "mp_id" in per_material.columns else per_material
+    if "DFT_kappa_TOT_ave" not in df.columns:  # nothing scored (no DFT reference)
+        cols = ["DFT_kappa_TOT_ave", "kappa_TOT_ave", "SRE", "SRME", "failed", "failure"]
+        return pd.DataFrame(columns=cols, index=pd.Index([], name="mp_id"))
     return df[pd.to_numeric(df["DFT_kappa_TOT_ave"], errors="coerce").notna()]
 
 

@@ -354,6 +354,9 @@ def scored_materials(user: Mapping[str, pd.DataFrame]) -> list[str]:
     order: list[str] = []
     for df in user.values():
         d = df.set_index("mp_id") if "mp_id" in df.columns else df
+        if "DFT_kappa_TOT_ave" not in d.columns:  # nothing scored (no DFT reference)
+            sets.append(set())
+            continue
         ok = d.index[pd.to_numeric(d["DFT_kappa_TOT_ave"], errors="coerce").notna()]
         sets.append(set(ok))
         order = order or list(ok)
@@ -362,8 +365,11 @@ def scored_materials(user: Mapping[str, pd.DataFrame]) -> list[str]:
 
 
 def _user_row(name: str, df: pd.DataFrame, materials: list[str], reference: str) -> dict:
-    d = (df.set_index("mp_id") if "mp_id" in df.columns else df).loc[materials]
-    flags = []
+    d = (df.set_index("mp_id") if "mp_id" in df.columns else df).reindex(materials)
+    for col in ("SRME", "SRE", "failed"):
+        if col not in d.columns:
+            d[col] = pd.Series(dtype=float)
+    flags = [] if materials else ["no material scored (no DFT reference)"]
     srme = pd.to_numeric(d["SRME"], errors="coerce")
     if srme.isna().any():
         flags.append(f"SRME not computed for {int(srme.isna().sum())} material(s)")
@@ -476,7 +482,11 @@ def leaderboard(
     materials = scored_materials(user)
     first = next(iter(user.values()))
     first = first.set_index("mp_id") if "mp_id" in first.columns else first
-    dft = pd.to_numeric(first.loc[materials, "DFT_kappa_TOT_ave"], errors="coerce")
+    dft = (
+        pd.to_numeric(first.loc[materials, "DFT_kappa_TOT_ave"], errors="coerce")
+        if materials
+        else pd.Series(dtype=float)
+    )
     rows = [_user_row(name, df, materials, reference) for name, df in user.items()]
     mbd_by_model = {} if mbd is None else {r["model"]: r for _, r in mbd.iterrows()}
     for name, peer in peers.items():

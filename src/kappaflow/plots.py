@@ -69,8 +69,8 @@ def _kappa_limits(frames: list[pd.DataFrame]) -> tuple[float, float]:
 
 
 def _scored(metrics: pd.DataFrame) -> pd.DataFrame:
-    if "DFT_kappa_TOT_ave" not in metrics:
-        return metrics.iloc[:0]
+    if "DFT_kappa_TOT_ave" not in metrics:  # nothing scored: an empty frame, same columns
+        return pd.DataFrame(columns=["DFT_kappa_TOT_ave", "kappa_TOT_ave", "SRME", "failed"])
     return metrics[pd.to_numeric(metrics["DFT_kappa_TOT_ave"], errors="coerce").notna()]
 
 
@@ -158,6 +158,16 @@ def parity_grid(
     return fig
 
 
+def _nothing_to_show(title: str, message: str) -> Figure:
+    """A small figure that says why it is empty (a report entry must not be blank)."""
+    fig, ax = plt.subplots(figsize=(6.0, 2.2))
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="0.3",
+            bbox={"facecolor": "white", "edgecolor": "0.8"})  # fmt: skip
+    return fig
+
+
 def _bar_label(row: pd.Series) -> str:
     name = str(row["model"])
     if row.get("origin") == "matbench-discovery":
@@ -178,6 +188,8 @@ def ranking_bar(board: pd.DataFrame, ranked_only: bool = True, title: str | None
     df = board[board["rank"].notna()] if ranked_only and "rank" in board else board
     df = df.sort_values("kappa_SRME", kind="stable").reset_index(drop=True)
     n = len(df)
+    if not n:
+        return _nothing_to_show("κ_SRME ranking", "no material scored: nothing to rank")
     fig, ax = plt.subplots(figsize=(7.4, 1.9 + 0.26 * max(n, 3)), layout="constrained")
     y = np.arange(n)
     colors = [COLORS["yours"] if r["yours"] else COLORS.get(r.get("origin"), "tab:blue")
@@ -258,6 +270,8 @@ def sre_srme_scatter(board: pd.DataFrame, ranked_only: bool = True) -> Figure:
     models in orange; every point labelled, labels pushed apart so none overlap."""
     df = board[board["rank"].notna()] if ranked_only and "rank" in board else board
     df = df.reset_index(drop=True)
+    if not len(df):
+        return _nothing_to_show("κ_SRE vs κ_SRME", "no material scored: nothing to compare")
     fig, ax = plt.subplots(figsize=(7.0, 6.2))
     hi = max(0.3, float(np.nanmax(df[["kappa_SRME", "kappa_SRE"]].to_numpy(float))) * 1.08)
     hi = min(hi, 2.05)
