@@ -88,7 +88,7 @@ def test_top_level_defaults_agree():
     assert props["temperatures"]["default"] == list(KappaSettings().temperatures) == [300.0]
     for key in ("temperatures", "materials", "models", "structures"):
         assert _same(shipped[key], props[key]["default"]), key
-    assert shipped["reference"] == {"dir": None, "kappa": "noNAC"}
+    assert shipped["reference"] == {"dir": None, "kappa": "noNAC", "published": None}
     assert {k: v["default"] for k, v in props["reference"]["properties"].items()} == shipped[
         "reference"
     ]

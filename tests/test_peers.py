@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kappaflow import io, peers
+from kappaflow import peers, storage
 from kappaflow.metrics import score_table
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
-MBD_CSV = REPO / "resources" / "leaderboard" / "matbench_discovery.csv"
+MBD_CSV = REPO / "src" / "kappaflow" / "data" / "matbench_discovery.csv"
 
 
 @pytest.fixture(scope="module")
 def ref_tables(reference_dir):
     return {
-        name: io.read_kappa_table(reference_dir / f"kappas_phononDB_PBE_{name}.json.gz")
+        name: storage.read_kappa_table(reference_dir / f"kappas_phononDB_PBE_{name}.json.gz")
         for name in ("noNAC", "NAC")
     }
 
@@ -36,7 +36,7 @@ def ref_kappa(ref_tables):
 
 @pytest.fixture(scope="module")
 def published(published_dir):
-    return peers.read_published_dir(published_dir, "kappa")
+    return storage.read_published_tables(published_dir, "kappa")
 
 
 @pytest.fixture(scope="module")

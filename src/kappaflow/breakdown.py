@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STRUCTURE_TYPES = ("rs", "zb", "wz")
-SPACEGROUP_TYPES = {225: "rs", 216: "zb", 186: "wz"}
+from kappaflow.structures import STRUCTURE_TYPES as DATASET_TYPES
+
+STRUCTURE_TYPES = tuple(DATASET_TYPES.values())
 W1_DECIMALS = 4
 TRUE = ("true", "1", "1.0")
 
@@ -226,30 +227,17 @@ def signed_bias(per_material: pd.DataFrame) -> dict[str, float]:
 # ------------------------------------------------------------------ per group
 
 
-def structure_type(name: str | None, spacegroup: Any = None) -> str:
-    """rs / zb / wz from a ``desc`` suffix (``SrO-rs``) or the space group; else 'other'."""
-    suffix = str(name).rsplit("-", 1)[-1] if name is not None else ""
-    if suffix in STRUCTURE_TYPES:
-        return suffix
-    try:
-        return SPACEGROUP_TYPES.get(int(spacegroup), "other")
-    except (TypeError, ValueError):
-        return "other"
-
-
 def structure_types(reference: pd.DataFrame) -> pd.Series:
-    """mp_id -> structure type from a reference table (``desc`` or ``name`` + ``symm.no``)."""
-    names = reference["desc"] if "desc" in reference.columns else reference.get("name")
+    """mp_id -> structure type of the reference materials: the dataset's types by space
+    group (``symm.no``; :data:`kappaflow.structures.STRUCTURE_TYPES`), else 'other'."""
     groups = reference["symm.no"] if "symm.no" in reference.columns else None
     return pd.Series(
         {
-            m: structure_type(
-                None if names is None else names.loc[m],
-                None if groups is None else groups.loc[m],
-            )
+            m: "other" if groups is None else DATASET_TYPES.get(int(groups.loc[m]), "other")
             for m in reference.index
         },
         name="structure_type",
+        dtype=object,
     )
 
 

@@ -44,7 +44,13 @@ from kappaflow.finetune import (
 )
 from kappaflow.forces import ForceSettings, check_families
 from kappaflow.grid import REFERENCE_TEMPERATURE, has_temperature
-from kappaflow.reference import FILES, KAPPA_KEYS, ResolvedDir, resolve_reference_dir
+from kappaflow.reference import (
+    FILES,
+    KAPPA_KEYS,
+    ResolvedDir,
+    resolve_published_dir,
+    resolve_reference_dir,
+)
 from kappaflow.settings import (
     GruneisenSettings,
     KappaSettings,
@@ -362,6 +368,11 @@ class Config:
     def parity_temperatures(self) -> list[float]:
         """Parity plots only where the reference has data (300 K); κ(T) curves otherwise."""
         return [REFERENCE_TEMPERATURE] if has_temperature(self.temperatures, 300.0) else []
+
+    @cached_property
+    def published(self) -> ResolvedDir:
+        """Where the published peers' per-material tables are (the leaderboard)."""
+        return resolve_published_dir(self.raw["reference"].get("published"))
 
     # ---------------------------------------------------------------- Grüneisen
     @property

@@ -10,7 +10,7 @@ Two sources (both public, pinned):
   0af8d5f). :data:`PUBLISHED_FILES` pins every file's sha256 for download; a local directory
   of already-parsed CSVs (``published/kappa/<model>.csv``, with ``dft_ref_used``) is read the
   same way (:func:`normalize_published`).
-* **Matbench Discovery**: aggregates only, as data in ``resources/leaderboard/matbench_discovery.csv``
+* **Matbench Discovery**: aggregates only, as data in ``src/kappaflow/data/matbench_discovery.csv``
   (its README names commit and paths).
 
 The fair ranking (:func:`leaderboard`) ranks on the SAME materials as the user's run: the
@@ -28,7 +28,6 @@ from __future__ import annotations
 import io as _stdio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,7 @@ KSRME_URL = f"https://raw.githubusercontent.com/MPA2suite/k_SRME/{KSRME_COMMIT}/
 #: 2025-07-09); the eight metrics_gamma.txt are byte-identical at HEAD 0af8d5f.
 GAMMA_SRME_COMMIT = "23e7100ac4e7eb06418390a6a946847013c507fb"
 GAMMA_SRME_URL = f"https://raw.githubusercontent.com/MPA2suite/gamma_SRME/{GAMMA_SRME_COMMIT}/"
-#: janosh/matbench-discovery commit of resources/leaderboard/matbench_discovery.csv.
+#: janosh/matbench-discovery commit of src/kappaflow/data/matbench_discovery.csv.
 MBD_COMMIT = "2c7f9fc42d018711dc2f5df573d225ea6d2d17b2"
 
 #: The protocol kappaflow follows (and the k_SRME tables were made with).
@@ -306,23 +305,8 @@ def normalize_published(table: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def read_published_dir(path: str | Path, kind: str = "kappa") -> dict[str, pd.DataFrame]:
-    """FILE READING (for the lead to move into kappaflow.io): every ``<path>/<kind>/*.csv``
-    except ``_summary.csv``, normalized, keyed by file stem."""
-    folder = Path(path) / kind
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no published {kind} tables in {folder}")
-    out = {}
-    for csv in sorted(folder.glob("*.csv")):
-        if csv.name.startswith("_"):
-            continue
-        df = pd.read_csv(csv)
-        out[csv.stem] = normalize_published(df) if kind == "kappa" else df.set_index("mp_id")
-    return out
-
-
 def read_mbd_table(text: str) -> pd.DataFrame:
-    """The Matbench Discovery table (resources/leaderboard/matbench_discovery.csv) from its
+    """The Matbench Discovery table (src/kappaflow/data/matbench_discovery.csv) from its
     text, checked: unique models, κ_SRME and κ_SRE in [0, 2]."""
     df = pd.read_csv(_stdio.StringIO(text))
     need = {"model", "kappa_SRME", "kappa_SRE", "protocol", "dft_reference", "source_path"}

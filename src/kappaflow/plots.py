@@ -1,4 +1,4 @@
-"""Figures as matplotlib objects (no file I/O; :func:`kappaflow.io.write_figure` saves).
+"""Figures as matplotlib objects (no file I/O; :func:`kappaflow.storage.write_figure` saves).
 
 Legibility rules every figure here follows: axes labelled with units, fonts of at least
 9 pt at the saved size (:data:`STYLE`), one panel per model in multi-model figures, figure

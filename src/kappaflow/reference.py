@@ -20,6 +20,9 @@ from pathlib import Path
 
 ENV_VAR = "KAPPAFLOW_REFERENCE_DIR"
 DEFAULT_DIR = Path("resources/reference")
+#: the published per-material tables of other models (kappaflow.peers): same order
+PUBLISHED_ENV_VAR = "KAPPAFLOW_PUBLISHED_DIR"
+PUBLISHED_DEFAULT_DIR = Path("resources/published")
 
 #: MPA2suite/k_SRME, folder data/, commit 0269a94 (2025-02-06); PhononDB data CC BY 4.0.
 COMMIT = "0269a946a1e4c53552b060a92b98df94e039fd80"
@@ -120,6 +123,19 @@ def resolve_reference_dir(
     if config_dir:
         return ResolvedDir(Path(config_dir), "config")
     return ResolvedDir(Path(default), "default")
+
+
+def resolve_published_dir(
+    config_dir: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> ResolvedDir:
+    """Where the published peers' tables are: ``$KAPPAFLOW_PUBLISHED_DIR``, the config key
+    ``reference.published``, else ``resources/published/`` (filled by download)."""
+    return resolve_reference_dir(
+        None,
+        config_dir,
+        {ENV_VAR: (os.environ if environ is None else environ).get(PUBLISHED_ENV_VAR, "")},
+        PUBLISHED_DEFAULT_DIR,
+    )
 
 
 def not_found_message(resolved: ResolvedDir, filename: str, reason: str) -> str:

@@ -138,12 +138,19 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_figure(path: str | os.PathLike, fig: Any) -> None:
-    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+#: PNG resolution of the figures (the report and the README show the PNG)
+FIGURE_DPI = 150
+
+
+def write_figure(path: str | os.PathLike, fig: Any, *more: str | os.PathLike) -> None:
+    """Save a matplotlib figure atomically to ``path`` (and ``more`` paths: e.g. the PNG and
+    its SVG twin; format from each suffix, PNG at :data:`FIGURE_DPI`), then close it."""
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "svg", bbox_inches="tight")
+    for target in (path, *more):
+        fmt = Path(target).suffix.lstrip(".") or "svg"
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=FIGURE_DPI)
     plt.close(fig)
 
 
@@ -328,6 +335,52 @@ def write_kappa_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         with gzip.open(tmp, "wt", encoding="utf-8") as fh:
             fh.write(text)
+
+
+def read_published_tables(
+    folder: str | os.PathLike, kind: str = "kappa"
+) -> dict[str, pd.DataFrame]:
+    """The published per-material tables of other models: every ``<folder>/<kind>/*.csv``
+    but ``_summary.csv`` (the layout of k_SRME's parsed ``metrics.txt``), keyed by model."""
+    from kappaflow.peers import normalize_published
+
+    path = Path(folder) / kind
+    if not path.is_dir() or not any(path.glob("*.csv")):
+        raise ref.ReferenceNotFoundError(f"no published {kind} tables in {path}")
+    out = {}
+    for csv in sorted(path.glob("*.csv")):
+        if csv.name.startswith("_"):
+            continue
+        df = pd.read_csv(csv)
+        out[csv.stem] = normalize_published(df) if kind == "kappa" else df.set_index("mp_id")
+    return out
+
+
+def published_tables(
+    resolved: ref.ResolvedDir, references: dict[str, pd.Series], kind: str = "kappa"
+) -> dict[str, pd.DataFrame]:
+    """The published tables of ``resolved``; the default location is filled on first use by
+    downloading each pinned ``metrics.txt`` (sha256-checked) and parsing it against the DFT
+    ``references`` (name -> κ_TOT_ave by mp_id, for the NAC/noNAC flag)."""
+    from kappaflow.peers import PUBLISHED_FILES, published_table_from_text
+
+    folder = resolved.path / kind
+    if resolved.downloadable and not any(folder.glob("*.csv")):
+        for entry in (e for e in PUBLISHED_FILES if e.kind == kind):
+            try:
+                with urllib.request.urlopen(entry.url, timeout=60) as resp:
+                    raw = resp.read()
+            except OSError as exc:
+                raise ref.ReferenceNotFoundError(
+                    f"published {kind} tables: {entry.url} could not be downloaded ({exc}); "
+                    "point reference.published (or $KAPPAFLOW_PUBLISHED_DIR) at a folder with "
+                    f"{kind}/<model>.csv"
+                ) from exc
+            if hashlib.sha256(raw).hexdigest() != entry.sha256:
+                raise ref.ChecksumError(f"{entry.url}: sha256 differs from the pin {entry.sha256}")
+            table = published_table_from_text(raw.decode("utf-8"), references)
+            write_csv(folder / f"{entry.model}.csv", table.reset_index())
+    return read_published_tables(resolved.path, kind)
 
 
 # --------------------------------------------------------------------- structures

@@ -13,6 +13,8 @@ import pandas as pd
 from kappaflow import storage
 from kappaflow.gates import OK, is_ok
 from kappaflow.grid import REFERENCE_TEMPERATURE, has_temperature, temperature_index
+from kappaflow.reference import ChecksumError, ReferenceNotFoundError, ResolvedDir
+from kappaflow.runtime import log
 from kappaflow.tables import markdown_table
 
 #: array columns of the gathered table (None for a material without κ)
@@ -144,6 +146,7 @@ def run_model_metrics(
     if scored:
         per_material = score_table(pred, ref, temperature, scored)
         summary = summarize(per_material)
+        summary.update(_quoted(per_material, pred, ref, scored))
     else:
         per_material = pd.DataFrame(
             columns=["name", "SRD", "SRE", "SRME", "failed", "failure", "note"]
@@ -169,6 +172,20 @@ def run_model_metrics(
         summary["protocol_deviations"] = ";".join(deviations)
     storage.write_csv(out_csv, per_material.reset_index())
     return summary
+
+
+def _quoted(
+    per_material: pd.DataFrame, pred: pd.DataFrame, ref: pd.DataFrame, scored: Sequence[str]
+) -> dict[str, Any]:
+    """The metrics people quote beside κ_SRME (kappaflow.breakdown); adds the per-material
+    structure_type and spectrum_w1 columns to ``per_material`` in place."""
+    from kappaflow import breakdown
+
+    types = breakdown.structure_types(ref.loc[list(scored)])
+    w1 = breakdown.spectrum_w1(pred, ref, list(scored))
+    per_material["structure_type"] = [types.get(m, "other") for m in per_material.index]
+    per_material["spectrum_w1"] = [w1.get(m, np.nan) for m in per_material.index]
+    return breakdown.quoted_metrics(per_material, types, table=pred, w1=w1)
 
 
 def table_deviations(table: pd.DataFrame) -> list[str]:
@@ -203,6 +220,10 @@ SUMMARY_COLUMNS = (
     "n_failed",
     "mean_SRME_success",
     "frac_within_factor_2",
+    "failure_rate",
+    "imaginary_mode_rate",
+    "spectrum_w1",
+    "bias_factor",
     "n_skipped",
     "gamma_mean_SRE",
     "gamma_mean_SRME",
@@ -290,3 +311,65 @@ def run_cumulative(
         storage.write_figure(
             Path(out_dir) / f"{mid}.svg", cumulative_plot(row, ref.loc[mid], model, temperature)
         )
+
+
+def _user_metrics(metrics_csvs: Sequence[str | Path], models: Sequence[str]) -> dict:
+    return {m: storage.read_csv(p) for m, p in zip(models, metrics_csvs, strict=True)}
+
+
+def run_parity_grid(
+    metrics_csvs: Sequence[str | Path],
+    models: Sequence[str],
+    out_png: str | Path,
+    out_svg: str | Path,
+) -> None:
+    """κ parity of every model, one panel each (the paper's figure for any set of models)."""
+    from kappaflow.plots import parity_grid
+
+    storage.write_figure(out_png, parity_grid(_user_metrics(metrics_csvs, models)), out_svg)
+
+
+def run_leaderboard(
+    *,
+    metrics_csvs: Sequence[str | Path],
+    models: Sequence[str],
+    reference: str | Path,
+    reference_name: str,
+    published: ResolvedDir,
+    out_csv: str | Path,
+    out_md: str | Path,
+    out_ranking: tuple[str | Path, str | Path],
+    out_scatter: tuple[str | Path, str | Path],
+) -> pd.DataFrame:
+    """The user's models among the published ones (k_SRME per-material tables, ranked on the
+    user's materials; Matbench Discovery aggregates), the ranking chart and SRE vs SRME.
+
+    Against another model's κ (``reference_name`` ``model:KEY``) published numbers are not
+    comparable: only the user's models are ranked. Published tables that cannot be had
+    (offline, no local copy) leave the k_SRME rows out, said in the table's notes."""
+    from kappaflow import peers
+    from kappaflow.plots import ranking_bar, sre_srme_scatter
+
+    user = _user_metrics(metrics_csvs, models)
+    notes = []
+    tables: dict[str, pd.DataFrame] = {}
+    mbd = None
+    if reference_name.startswith("model:"):
+        notes.append(f"scored against {reference_name}: published models are not comparable")
+    else:
+        mbd = peers.read_mbd_table(
+            storage.read_text(storage.package_data("matbench_discovery.csv"))
+        )
+        dft = storage.read_kappa_table(reference)
+        refs = {reference_name: dft["kappa_TOT_ave"].map(lambda k: float(np.ravel(k)[0]))}
+        try:
+            tables = storage.published_tables(published, refs)
+        except (ReferenceNotFoundError, ChecksumError) as exc:
+            notes.append(f"k_SRME per-material tables not used: {exc}")
+            log(f"leaderboard: {notes[-1]}")
+    board = peers.leaderboard(user, tables, mbd, reference=reference_name)
+    storage.write_csv(out_csv, board)
+    storage.write_text(out_md, peers.leaderboard_markdown(board, "; ".join(notes)))
+    storage.write_figure(out_ranking[0], ranking_bar(board), out_ranking[1])
+    storage.write_figure(out_scatter[0], sre_srme_scatter(board), out_scatter[1])
+    return board
