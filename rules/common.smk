@@ -112,12 +112,22 @@ def get_gamma_summaries(wildcards):
     return expand("results/{model}/gruneisen-summary.json", model=MODELS) if GRUNEISEN else []
 
 
+def get_published_dir(wildcards):
+    return {"path": str(CONFIG.published.path), "source": CONFIG.published.source}
+
+
 def get_melting_point(wildcards):
     return CONFIG.melting_point(wildcards.material)
 
 
 def get_final_output():
     out = ["results/metrics.csv", "results/metrics.md"]
+    out += ["results/leaderboard.csv", "results/leaderboard.md"]
+    out += expand(
+        "results/plots/{figure}.{ext}", figure=["ranking", "sre-vs-srme"], ext=["png", "svg"]
+    )
+    if CONFIG.scored:
+        out += expand("results/plots/parity-grid.{ext}", ext=["png", "svg"])
     out += expand("results/{model}/kappa.json.gz", model=MODELS)
     # per-material results are deliverables: a deleted one is recomputed (alone)
     out += expand(
@@ -143,10 +153,15 @@ def get_final_output():
             name=["gruneisen.hdf5", "gruneisen.json", "thermal_expansion.csv"],
         )
         out += expand("results/{model}/gruneisen-metrics.csv", model=MODELS)
-        out += expand("results/plots/alpha-V-{model}.svg", model=MODELS)
-        out += expand("results/plots/gamma-parity-{model}.svg", model=MODELS)
+        out += expand(
+            "results/plots/{figure}-{model}.{ext}",
+            figure=["alpha-V", "gamma-parity"],
+            model=MODELS,
+            ext=["png", "svg"],
+        )
     for key in FINETUNE:
-        out += [f"results/finetune/{key}/training.json", f"results/plots/finetune-{key}.svg"]
+        out += [f"results/finetune/{key}/training.json"]
+        out += [f"results/plots/finetune-{key}.{ext}" for ext in ("png", "svg")]
         out += [f"results/finetune/{key}/before-after.{ext}" for ext in ("csv", "md")]
     return out
 

@@ -2,6 +2,8 @@
 
 
 localrules:
+    leaderboard,
+    parity_grid,
     gruneisen_metrics,
     gamma_parity_plot,
     alpha_plot,
@@ -42,7 +44,8 @@ rule metrics:
             "results/{model}/metrics.csv",
             caption="../report/metrics.rst",
             category="Metrics",
-            labels={"model": "{model}", "table": "per material"},
+            subcategory="Per material",
+            labels={"model": "{model}"},
         ),
         summary="results/{model}/metrics-summary.json",
     log:
@@ -73,7 +76,8 @@ rule summary:
             "results/metrics.csv",
             caption="../report/summary.rst",
             category="Metrics",
-            labels={"model": "all", "table": "summary (csv)"},
+            subcategory="Summary (all models)",
+            labels={"table": "metrics (all models)"},
         ),
         markdown="results/metrics.md",
     log:
@@ -101,6 +105,7 @@ rule parity_plot:
             "results/plots/parity-{model}-T{temperature}K.svg",
             caption="../report/parity.rst",
             category="Parity",
+            subcategory="Per model",
             labels={"model": "{model}", "T": "{temperature} K"},
         ),
     log:
@@ -168,3 +173,76 @@ rule cumulative_plots:
         temperature=REFERENCE_TEMPERATURE,
     script:
         "../scripts/cumulative_plots.py"
+
+
+rule parity_grid:
+    input:
+        metrics=expand("results/{model}/metrics.csv", model=MODELS),
+    output:
+        png=report(
+            "results/plots/parity-grid.png",
+            caption="../report/parity_grid.rst",
+            category="Parity",
+            subcategory="All models",
+            labels={"figure": "κ parity, one panel per model"},
+        ),
+        svg="results/plots/parity-grid.svg",
+    log:
+        "logs/parity_grid/parity_grid.log",
+    benchmark:
+        "logs/benchmark/parity_grid/parity_grid.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        models=MODELS,
+    script:
+        "../scripts/parity_grid.py"
+
+
+rule leaderboard:
+    input:
+        metrics=expand("results/{model}/metrics.csv", model=MODELS),
+        reference=REFERENCE_KAPPA,
+    output:
+        table=report(
+            "results/leaderboard.csv",
+            caption="../report/leaderboard.rst",
+            category="Metrics",
+            subcategory="Summary (all models)",
+            labels={"table": "leaderboard"},
+        ),
+        markdown="results/leaderboard.md",
+        ranking=report(
+            "results/plots/ranking.png",
+            caption="../report/ranking.rst",
+            category="Leaderboard",
+            labels={"figure": "κ_SRME ranking"},
+        ),
+        ranking_svg="results/plots/ranking.svg",
+        scatter=report(
+            "results/plots/sre-vs-srme.png",
+            caption="../report/sre_srme.rst",
+            category="Leaderboard",
+            labels={"figure": "SRE vs SRME"},
+        ),
+        scatter_svg="results/plots/sre-vs-srme.svg",
+    log:
+        "logs/leaderboard/leaderboard.log",
+    benchmark:
+        "logs/benchmark/leaderboard/leaderboard.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        models=MODELS,
+        reference=config["reference"]["kappa"],
+        published=get_published_dir,
+    script:
+        "../scripts/leaderboard.py"

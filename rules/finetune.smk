@@ -113,16 +113,19 @@ rule finetune_compare:
             "results/finetune/{ftmodel}/before-after.csv",
             caption="../report/finetune.rst",
             category="Fine-tuning",
-            labels={"model": "{ftmodel}", "table": "per material"},
+            subcategory="Per material",
+            labels={"model": "{ftmodel}"},
         ),
         summary="results/finetune/{ftmodel}/before-after-summary.csv",
         markdown="results/finetune/{ftmodel}/before-after.md",
         plot=report(
-            "results/plots/finetune-{ftmodel}.svg",
+            "results/plots/finetune-{ftmodel}.png",
             caption="../report/finetune.rst",
             category="Fine-tuning",
-            labels={"model": "{ftmodel}", "table": "parity before/after"},
+            subcategory="Parity before/after",
+            labels={"model": "{ftmodel}"},
         ),
+        plot_svg="results/plots/finetune-{ftmodel}.svg",
     log:
         "logs/finetune_compare/{ftmodel}.log",
     benchmark:

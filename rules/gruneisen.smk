@@ -67,7 +67,8 @@ rule gruneisen_metrics:
             "results/{model}/gruneisen-metrics.csv",
             caption="../report/gruneisen_metrics.rst",
             category="Grüneisen",
-            labels={"model": "{model}", "table": "per material"},
+            subcategory="Per material",
+            labels={"model": "{model}"},
         ),
         summary="results/{model}/gruneisen-summary.json",
     log:
@@ -90,12 +91,14 @@ rule gamma_parity_plot:
     input:
         metrics="results/{model}/gruneisen-metrics.csv",
     output:
-        report(
-            "results/plots/gamma-parity-{model}.svg",
+        png=report(
+            "results/plots/gamma-parity-{model}.png",
             caption="../report/gamma_parity.rst",
             category="Grüneisen",
-            labels={"model": "{model}", "figure": "γ parity (300 K)"},
+            subcategory="γ parity (300 K)",
+            labels={"model": "{model}"},
         ),
+        svg="results/plots/gamma-parity-{model}.svg",
     log:
         "logs/gamma_parity_plot/{model}.log",
     benchmark:
@@ -112,12 +115,14 @@ rule alpha_plot:
         curves=get_alpha_curves,
         records=get_gruneisen_records,
     output:
-        report(
-            "results/plots/alpha-V-{model}.svg",
+        png=report(
+            "results/plots/alpha-V-{model}.png",
             caption="../report/alpha.rst",
             category="Grüneisen",
-            labels={"model": "{model}", "figure": "α_V(T)"},
+            subcategory="α_V(T)",
+            labels={"model": "{model}"},
         ),
+        svg="results/plots/alpha-V-{model}.svg",
     log:
         "logs/alpha_plot/{model}.log",
     benchmark:

@@ -7,5 +7,9 @@ sys.path.insert(0, str(__import__("pathlib").Path(snakemake.scriptdir).parent / 
 from kappaflow.steps.gruneisen import run_alpha_plot
 
 run_alpha_plot(
-    snakemake.input.curves, snakemake.input.records, snakemake.wildcards.model, snakemake.output[0]
+    snakemake.input.curves,
+    snakemake.input.records,
+    snakemake.wildcards.model,
+    snakemake.output.png,
+    snakemake.output.svg,
 )

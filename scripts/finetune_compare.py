@@ -16,5 +16,6 @@ run_finetune_compare(
     out_csv=out.table,
     out_summary=out.summary,
     out_md=out.markdown,
-    out_svg=out.plot,
+    out_png=out.plot,
+    out_svg=out.plot_svg,
 )

@@ -360,6 +360,7 @@ def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
         "out_csv": tmp_path / "t.csv",
         "out_summary": tmp_path / "s.csv",
         "out_md": tmp_path / "r.md",
+        "out_png": tmp_path / "p.png",
         "out_svg": tmp_path / "p.svg",
     }
     summary = run_finetune_compare(
@@ -380,6 +381,7 @@ def test_compare_writes_tables_and_side_by_side_plot(tmp_path):
     assert per.loc["m1", "split"] == "train" and per.loc["m1", "dSRME"] == pytest.approx(-0.7)
     md = out["out_md"].read_text()
     assert "| held_out | 2 | 1.5500 | 0.4000 |" in md
+    assert out["out_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = out["out_svg"].read_text()
     assert "before: base" in svg and "after: ft" in svg
 

@@ -133,9 +133,10 @@ def figures(monkeypatch):
     drawn = {}
     real = storage.write_figure
 
-    def keep(path, fig):
-        drawn[Path(path).name] = fig
-        real(path, fig)
+    def keep(path, fig, *more):
+        for target in (path, *more):
+            drawn[Path(target).name] = fig
+        real(path, fig, *more)
 
     monkeypatch.setattr(storage, "write_figure", keep)
     return drawn
@@ -404,11 +405,6 @@ def test_usable_as_reference(row, temperature, usable):
     assert usable_as_reference(row, temperature) is usable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: usable_as_reference tests `imaginary_freqs is True`, so a numpy bool "
-    "True (np.True_) is taken as 'no imaginary modes'",
-)
 def test_usable_as_reference_numpy_true_imaginary():
     assert usable_as_reference(_row(imaginary_freqs=np.True_), 300.0) is False
 

@@ -41,9 +41,10 @@ def figures(monkeypatch):
     drawn = {}
     real = storage.write_figure
 
-    def keep(path, fig):
-        drawn[Path(path).name] = fig
-        real(path, fig)
+    def keep(path, fig, *more):
+        for target in (path, *more):
+            drawn[Path(target).name] = fig
+        real(path, fig, *more)
 
     monkeypatch.setattr(storage, "write_figure", keep)
     return drawn
@@ -73,7 +74,9 @@ def test_gamma_parity_groups_types_and_marks_failures(tmp_path, figures):
     )
     storage.write_csv(tmp_path / "g.csv", metrics)
     out = tmp_path / "gamma_parity.svg"
-    run_gamma_parity(metrics_csv=tmp_path / "g.csv", model="emt", out_svg=out)
+    run_gamma_parity(
+        metrics_csv=tmp_path / "g.csv", model="emt", out_png=out.with_suffix(".png"), out_svg=out
+    )
     texts = _svg_comments(out)
     assert {"rs (1)", "zb (1)", "other (2)", "failed (1)"} <= set(texts)
     assert not any(t.startswith("wz (") for t in texts)  # its only material failed
@@ -159,6 +162,7 @@ def test_alpha_plot_user_sg225_material_lands_in_other(grun, tmp_path, figures):
         curves=[files[m]["thermal_expansion"] for m in ("Cu", "mp-124")],
         records=[files[m]["gruneisen"] for m in ("Cu", "mp-124")],
         model="emt",
+        out_png=out.with_suffix(".png"),
         out_svg=out,
     )
     texts = _svg_comments(out)

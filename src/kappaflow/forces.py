@@ -29,6 +29,7 @@ goes alone.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -164,13 +165,19 @@ def plan_batches(sizes: Sequence[int], max_atoms: int) -> list[list[int]]:
     return groups
 
 
-def serial_forces(structures: Sequence[Atoms], calc: Calculator) -> list[np.ndarray]:
+def serial_forces(
+    structures: Sequence[Atoms],
+    calc: Calculator,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
     """The reference path: one ASE ``get_forces`` call per structure."""
     out = []
     for atoms in structures:
         at = atoms.copy()
         at.calc = calc
         out.append(np.array(at.get_forces(), dtype=float))
+        if progress is not None:
+            progress(len(out), len(structures))
     return out
 
 
@@ -215,13 +222,17 @@ def evaluate_forces(
     path, reason = choose_path(settings, batch_call is not None, family, device)
     todo = [structures[i] for i in present]
     t0 = time.perf_counter()
-    if path == "batched":
-        max_atoms = max_atoms_for(settings, device, family)
-        got = batched_forces(todo, batch_call, max_atoms, progress)
-        n_calls = len(plan_batches([len(s) for s in todo], max_atoms))
-    else:
-        max_atoms, n_calls = None, len(todo)
-        got = serial_forces(todo, calc)
+    with warnings.catch_warnings():
+        # a model's warning repeated on every call (CHGNet's requires_grad UserWarning)
+        # is shown once per job, not once per supercell
+        warnings.filterwarnings("once", category=UserWarning)
+        if path == "batched":
+            max_atoms = max_atoms_for(settings, device, family)
+            got = batched_forces(todo, batch_call, max_atoms, progress)
+            n_calls = len(plan_batches([len(s) for s in todo], max_atoms))
+        else:
+            max_atoms, n_calls = None, len(todo)
+            got = serial_forces(todo, calc, progress)
     elapsed = time.perf_counter() - t0
     out = np.zeros((len(structures), n_atoms, 3))
     for i, f in zip(present, got, strict=True):

@@ -54,7 +54,8 @@ def _value(row: pd.Series, key: str) -> Any:
     return row[key] if key in row.index else None
 
 
-def _is_true(value: Any) -> bool:
+def is_true(value: Any) -> bool:
+    """A flag of a table cell: True, np.True_, 1 (None and NaN are False)."""
     if value is None:
         return False
     if isinstance(value, float) and np.isnan(value):
@@ -104,7 +105,7 @@ def score_material(
             and int(relaxed) != int(initial)
         )
         status = _value(pred, "status")
-        the_gate = gate(_is_true(_value(pred, "imaginary_freqs")), broken)
+        the_gate = gate(is_true(_value(pred, "imaginary_freqs")), broken)
         if not the_gate.open:
             reason = the_gate.status
         elif isinstance(status, str) and not is_ok(status):

@@ -19,6 +19,7 @@ from ase.constraints import FixSymmetry
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
+from kappaflow.forces import NonFiniteForcesError
 from kappaflow.settings import RelaxSettings
 from kappaflow.structures import spacegroup_number
 
@@ -59,8 +60,19 @@ class RelaxError(RuntimeError):
     """The relaxation left the structure non-finite (a model returning NaN, say)."""
 
 
+def _check_finite_model(atoms: Atoms) -> None:
+    """Stop at the first non-finite energy or force: an optimizer cannot converge on NaN
+    (every comparison is False) and would run all its steps first."""
+    forces = atoms.get_forces()  # the calculator's cached result of this step
+    if not (np.all(np.isfinite(forces)) and np.isfinite(atoms.get_potential_energy())):
+        raise NonFiniteForcesError(
+            "the model returned non-finite energy or forces in the relaxation"
+        )
+
+
 def _run_stage(filt: FrechetCellFilter, settings: RelaxSettings) -> int:
     opt = _OPTIMIZERS[settings.optimizer](filt, logfile=None)
+    opt.attach(_check_finite_model, interval=1, atoms=filt.atoms)
     opt.run(fmax=settings.fmax, steps=settings.max_steps)
     atoms = filt.atoms
     if not (np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell[:]))):

@@ -12,6 +12,7 @@ from kappaflow import storage
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.forces import ForceError, ForceSettings
 from kappaflow.gates import OK, error_fields, failure_status
+from kappaflow.progress import Progress
 from kappaflow.runtime import log
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
@@ -54,7 +55,12 @@ def run_fc3(
     if deviations:
         log(f"fc3: PROTOCOL DEVIATION(S): {', '.join(deviations)}")
     try:
-        run = phonons.force_run(ph3.supercells_with_displacements, loaded, force_settings)
+        run = phonons.force_run(
+            ph3.supercells_with_displacements,
+            loaded,
+            force_settings,
+            progress=Progress("fc3 forces", "supercells"),
+        )
         log(force_log(run.info))
         t_forces = time.perf_counter() - t0
         t1 = time.perf_counter()

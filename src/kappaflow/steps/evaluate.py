@@ -13,6 +13,7 @@ import pandas as pd
 from kappaflow import storage
 from kappaflow.gates import OK, is_ok
 from kappaflow.grid import REFERENCE_TEMPERATURE, has_temperature, temperature_index
+from kappaflow.metrics import is_true
 from kappaflow.reference import ChecksumError, ReferenceNotFoundError, ResolvedDir
 from kappaflow.runtime import log
 from kappaflow.tables import markdown_table
@@ -203,7 +204,7 @@ def usable_as_reference(row: pd.Series, temperature: float) -> bool:
     modes, a finite κ at ``temperature``."""
     if not is_ok(row.get("status", OK)):
         return False
-    if bool(row.get("imaginary_freqs", False) is True):
+    if is_true(row.get("imaginary_freqs", False)):
         return False
     temps = np.atleast_1d(np.asarray(row.get("temperatures", []), dtype=float))
     kappas = np.atleast_1d(np.asarray(row.get("kappa_TOT_ave", np.nan), dtype=float))

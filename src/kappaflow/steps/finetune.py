@@ -214,6 +214,7 @@ def run_finetune_compare(
     out_csv: str | Path,
     out_summary: str | Path,
     out_md: str | Path,
+    out_png: str | Path,
     out_svg: str | Path,
 ) -> pd.DataFrame:
     """Before/after table per material and per split (train / same composition /
@@ -241,5 +242,7 @@ def run_finetune_compare(
         *markdown_table(per, MATERIAL_COLUMNS, MATERIAL_HEADERS),
     ]
     storage.write_text(out_md, "\n".join(lines) + "\n")
-    storage.write_figure(out_svg, before_after_parity(scored[0], scored[1], split, base, key))
+    storage.write_figure(
+        out_png, before_after_parity(scored[0], scored[1], split, base, key), out_svg
+    )
     return summary

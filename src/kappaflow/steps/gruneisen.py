@@ -311,17 +311,23 @@ def run_gruneisen_metrics(
     return summary
 
 
-def run_gamma_parity(metrics_csv: str | Path, model: str, out_svg: str | Path) -> None:
+def run_gamma_parity(
+    metrics_csv: str | Path, model: str, out_png: str | Path, out_svg: str | Path
+) -> None:
     from kappaflow.plots import gamma_parity
 
     metrics = storage.read_csv(metrics_csv)
     if "structure_type" in metrics.columns:  # one panel group per rs/zb/wz, the rest "other"
         metrics["structure_type"] = metrics["structure_type"].astype(str).map(type_group)
-    storage.write_figure(out_svg, gamma_parity(metrics, model))
+    storage.write_figure(out_png, gamma_parity(metrics, model), out_svg)
 
 
 def run_alpha_plot(
-    curves: Sequence[str | Path], records: Sequence[str | Path], model: str, out_svg: str | Path
+    curves: Sequence[str | Path],
+    records: Sequence[str | Path],
+    model: str,
+    out_png: str | Path,
+    out_svg: str | Path,
 ) -> None:
     """α_V(T) of every material of one model, one panel per structure type."""
     from kappaflow.plots import alpha_curves
@@ -331,4 +337,4 @@ def run_alpha_plot(
         rec = storage.read_json(rec_path)
         kind = type_group(rec["material"]["structure_type"])
         data.append((rec["desc"], kind, rec["status"], storage.read_csv(csv_path)))
-    storage.write_figure(out_svg, alpha_curves(data, model))
+    storage.write_figure(out_png, alpha_curves(data, model), out_svg)

@@ -13,6 +13,7 @@ from kappaflow import storage
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.forces import ForceError, ForceSettings
 from kappaflow.gates import OK, error_fields, failure_status, gate
+from kappaflow.progress import Progress
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
@@ -60,7 +61,10 @@ def run_fc2(
         log(f"fc2: {n_sc} supercells of {len(ph3.phonon_supercell)} atoms")
         try:
             run = phonons.force_run(
-                ph3.phonon_supercells_with_displacements, loaded, force_settings
+                ph3.phonon_supercells_with_displacements,
+                loaded,
+                force_settings,
+                progress=Progress("fc2 forces", "supercells"),
             )
             out["force_evaluation"] = run.info
             log(force_log(run.info))
