@@ -539,3 +539,51 @@ def walk_snakemake_report(page: Page, screenshots: Path | None = None) -> list[R
                     (screenshots / f"{name}.png").write_bytes(page.screenshot())
                 seen[path] = ReportResult(path, reg["results"][path]["mime_type"], "image", figure)
     return list(seen.values())
+
+
+def report_csv(entry: dict):
+    """A CSV result of a report (its embedded data URI) as a DataFrame."""
+    import pandas as pd
+
+    data = entry["data_uri"].split("base64,", 1)[1]
+    return pd.read_csv(io.StringIO(base64.b64decode(data).decode()))
+
+
+def assert_report_ok(report_html: Path, browser: Browser, shots: Path) -> dict:
+    """A Snakemake report, checked in the browser: no label layout it cannot draw, no console
+    error while clicking through every category; every registered figure displayed with real
+    content (not blank) and a screenshot under ``shots``; every result reachable and
+    captioned (what it shows, how to read it); the metrics table present. The figures
+    expected come from the report's own registry. Returns the registry's results."""
+    page = browser.new_page()
+    page.open(report_html)
+    registry = report_registry(page)
+    results = registry["results"]
+    images = {p for p, v in results.items() if v["mime_type"] in IMAGE_MIMES}
+    assert images, "the report registers no figure"
+    problems = report_label_problems(registry)
+    assert problems == [], "report labels Snakemake cannot lay out:\n" + "\n".join(problems)
+    shown = {r.path: r for r in walk_snakemake_report(page, shots)}
+    check = check_page(page, screenshot=shots / "report-last-view.png")
+    assert check.console_errors == [], "the report logged errors:\n" + "\n".join(
+        e[:400] for e in check.console_errors
+    )
+    displayed = {p for p, r in shown.items() if r.shown == "image"}
+    assert displayed == images, (
+        f"registered figures not displayed by clicking through the report: "
+        f"{sorted(images - displayed)}; results reached: {sorted(shown)}"
+    )
+    for path in sorted(images):
+        figure = shown[path].figure
+        assert figure is not None, f"{path}: no <img> measured in the content pane"
+        assert figure.width >= 200 and figure.height >= 150, (path, figure)
+        assert not figure.blank, (path, figure)
+        assert (shots / f"{path.replace('/', '_')}.png").is_file()
+    assert set(shown) == set(results), f"unreachable: {sorted(set(results) - set(shown))}"
+    for path, entry in results.items():
+        words = len(entry["caption"].replace("<p>", " ").split())
+        assert words >= 8, f"{path}: caption too short ({words} words)"
+    assert "results/metrics.csv" in results
+    summary = report_csv(results["results/metrics.csv"])
+    assert {"model", "n_materials", "mean_SRME", "mean_SRE", "n_failed"} <= set(summary.columns)
+    return results

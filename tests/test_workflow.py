@@ -455,6 +455,23 @@ def test_dot_test_threads_and_report(dot_test_run, env):
     assert "kappa-vs-T-emt.svg" in html and "metrics.csv" in html
 
 
+def test_dot_test_report_in_a_browser(dot_test_run, env):
+    """The report of the .test run in headless Chromium (tests/browser.py): every registered
+    figure displayed and not blank, no console error, captions, the metrics table."""
+    from browser import Browser, BrowserUnavailable, assert_report_ok
+
+    report = dot_test_run.workdir / "report-browser.html"
+    check_ok(run_dot_test(dot_test_run.workdir, env, "--report", report))
+    try:
+        with Browser(height=1600) as browser:
+            results = assert_report_ok(
+                report, browser, REPO / "logs" / "report_browser" / "dot-test"
+            )
+    except BrowserUnavailable as exc:
+        pytest.skip(f"headless Chromium unavailable: {exc}")
+    assert {"results/plots/alpha-V-emt.png", "results/plots/gamma-parity-emt.png"} <= set(results)
+
+
 # ------------------------------------------------------------------ runtime limits
 
 

@@ -185,22 +185,27 @@ def ranking_bar(board: pd.DataFrame, ranked_only: bool = True, title: str | None
     the user's models in orange with bold labels, k_SRME peers blue, Matbench Discovery grey
     ([MBD]); hatched (*) = SRME scored against another DFT reference than the user's. The
     height grows with the number of bars (0.26 in each) so labels never overlap."""
-    df = board[board["rank"].notna()] if ranked_only and "rank" in board else board
-    df = df.sort_values("kappa_SRME", kind="stable").reset_index(drop=True)
+    # the user's models are always shown (an SRME that could not be computed says so)
+    keep = board["rank"].notna() | board["yours"].astype(bool) if "rank" in board else None
+    df = board[keep] if ranked_only and keep is not None else board
+    df = df.sort_values("kappa_SRME", kind="stable", na_position="last").reset_index(drop=True)
     n = len(df)
-    if not n:
+    if not n or df["kappa_SRME"].isna().all():
         return _nothing_to_show("κ_SRME ranking", "no material scored: nothing to rank")
     fig, ax = plt.subplots(figsize=(7.4, 1.9 + 0.26 * max(n, 3)), layout="constrained")
     y = np.arange(n)
     colors = [COLORS["yours"] if r["yours"] else COLORS.get(r.get("origin"), "tab:blue")
               for _, r in df.iterrows()]  # fmt: skip
-    bars = ax.barh(y, df["kappa_SRME"].to_numpy(float), color=colors, height=0.72)
+    widths = np.nan_to_num(df["kappa_SRME"].to_numpy(float), nan=0.0)  # n/a: no bar, a note
+    bars = ax.barh(y, widths, color=colors, height=0.72)
     for bar, (_, r) in zip(bars, df.iterrows(), strict=True):
         if str(r.get("dft_reference", "")) not in ("", str(r.get("sre_reference", ""))):
             bar.set_hatch("///")
             bar.set_edgecolor("white")
-        ax.text(bar.get_width() + 0.015, bar.get_y() + bar.get_height() / 2,
-                f"{r['kappa_SRME']:.3f}", va="center", fontsize=8.5)  # fmt: skip
+        value = r["kappa_SRME"]
+        text = f"{value:.3f}" if np.isfinite(value) else "n/a: SRME not computed (see flags)"
+        x = bar.get_width() if np.isfinite(value) else 0.0
+        ax.text(x + 0.015, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=8.5)
     ax.set_yticks(y, [_bar_label(r) for _, r in df.iterrows()])
     for tick, (_, r) in zip(ax.get_yticklabels(), df.iterrows(), strict=True):
         if r["yours"]:
@@ -269,7 +274,10 @@ def sre_srme_scatter(board: pd.DataFrame, ranked_only: bool = True) -> Figure:
     """κ_SRE vs κ_SRME per model (SRE ≤ SRME always: the line is the bound), the user's
     models in orange; every point labelled, labels pushed apart so none overlap."""
     df = board[board["rank"].notna()] if ranked_only and "rank" in board else board
-    df = df.reset_index(drop=True)
+    missing = [
+        str(m) for m in board.loc[board["yours"].astype(bool) & board["kappa_SRME"].isna(), "model"]
+    ]
+    df = df[df["kappa_SRME"].notna()].reset_index(drop=True)
     if not len(df):
         return _nothing_to_show("κ_SRE vs κ_SRME", "no material scored: nothing to compare")
     fig, ax = plt.subplots(figsize=(7.0, 6.2))
@@ -292,6 +300,10 @@ def sre_srme_scatter(board: pd.DataFrame, ranked_only: bool = True) -> Figure:
     ax.set_xlabel(r"$\kappa_{\mathrm{SRME}}$ (mode-resolved error, dimensionless)")
     ax.set_ylabel(r"$\kappa_{\mathrm{SRE}}$ (error of total κ, dimensionless)")
     ax.set_title("error of total κ vs mode-resolved error (lower left is better)")
+    if missing:  # the user's models without an SRME (e.g. a mesh other than the reference's)
+        ax.text(0.98, 0.02, "not drawn, SRME not computed: " + ", ".join(missing),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8.5,
+                color=COLORS["yours"])  # fmt: skip
     handles = [plt.Line2D([], [], ls="", marker="o", color=c) for c in COLORS.values()]
     ax.legend([*handles, ax.lines[0]],
               ["yours", "k_SRME (published)", "Matbench Discovery [MBD]", "SRE = SRME (bound)"],
