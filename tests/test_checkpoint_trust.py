@@ -266,6 +266,18 @@ def test_a_pinned_download_is_trusted_by_its_pin(foundation, monkeypatch):
     assert mace_checkpoint(spec, cache)[1]["sha256_source"] == "pinned"  # the pin suffices
 
 
+def test_a_configured_sha256_decides_for_a_foundation_download_too(foundation):
+    _, served, _, cache = foundation
+    entry = {"family": "mace", "foundation": "test-0", "sha256": _sha(served.read_bytes())}
+    _, info = mace_checkpoint(model_spec("t0", {"t0": entry}), cache)
+    assert info["sha256_source"] == "config" and "sha256_record" not in info
+    (cache / "test-0.model").unlink()
+    entry["sha256"] = "b" * 64
+    with pytest.raises(CheckpointHashError, match="nothing was written"):
+        mace_checkpoint(model_spec("t0", {"t0": entry}), cache)
+    assert not (cache / "test-0.model").exists()
+
+
 def test_offline_message_says_how_to_get_the_file_safely(foundation):
     spec, served, url, cache = foundation
     served.unlink()

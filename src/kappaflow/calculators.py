@@ -443,11 +443,11 @@ def _foundation_url(spec: ModelSpec) -> str:
 
 
 def _download_checkpoint(
-    spec: ModelSpec, url: str, path: Path, record: Path, expected: str | None
+    spec: ModelSpec, url: str, path: Path, record: Path, expected: Sequence[str]
 ) -> VerifiedCheckpoint:
-    """Download ``url`` into memory, hash it, check ``expected``; then write the download
-    record and the file (atomic renames, record first). The bytes returned are the ones
-    hashed, not re-read from disk."""
+    """Download ``url`` into memory, hash it, check every ``expected`` hash; then write the
+    download record and the file (atomic renames, record first). The bytes returned are the
+    ones hashed, not re-read from disk."""
     what = f"model {spec.key!r}"
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:
@@ -461,11 +461,12 @@ def _download_checkpoint(
             "files kappaflow downloaded (or whose sha256 is pinned) are."
         ) from exc
     actual = _sha256_bytes(data)
-    if expected is not None and actual != expected:
-        raise CheckpointHashError(
-            f"{what}: the download of {url} has sha256 {actual}, expected {expected}; "
-            "refusing to use it (nothing was written)"
-        )
+    for sha in expected:
+        if actual != sha:
+            raise CheckpointHashError(
+                f"{what}: the download of {url} has sha256 {actual}, expected {sha}; "
+                "refusing to use it (nothing was written)"
+            )
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     io.write_json(
         record,
@@ -494,12 +495,19 @@ def _mace_verified(spec: ModelSpec, model_dir: str | os.PathLike) -> VerifiedChe
         verified = verified_checkpoint(spec, path, pin=pin, download_record=record, url=url)
     else:
         sha, training, _ = _trust_options(spec)
-        expected = sha or (_training_record_sha256(spec, training, path) if training else pin)
+        given = {"config": sha}
+        if training is not None:
+            given["training record"] = _training_record_sha256(spec, training, path)
+        given = {source: value for source, value in given.items() if value}
+        expected = list(given.values()) or ([pin] if pin else [])
         verified = _download_checkpoint(spec, url, path, record, expected)
-        source = "config" if sha else "training record" if training else "pinned" if pin else None
-        verified.info["sha256_source"] = source or "download record"
-        if source is None:
-            verified.info["sha256_record"] = str(record)
+        if given:
+            source, said_by = " + ".join(given), training
+        else:
+            source, said_by = ("pinned", None) if pin else ("download record", record)
+        verified.info["sha256_source"] = source
+        if said_by is not None:
+            verified.info["sha256_record"] = str(said_by)
     verified.info["foundation_url"] = url
     return verified
 
