@@ -67,9 +67,7 @@ def get_model(wildcards):
 
 
 def get_model_file(wildcards):
-    """A model's local checkpoint as an input: a fine-tuned model is built first, and a
-    changed file re-runs what used it."""
-    return CONFIG.model(wildcards.model).options.get("path", [])
+    return CONFIG.model_files(wildcards.model)
 
 
 def env_for(key):
@@ -182,7 +180,7 @@ def get_ft_labels(wildcards):
 
 
 def get_ft_base_file(wildcards):
-    return CONFIG.model(FINETUNE[wildcards.ftmodel].base).options.get("path", [])
+    return CONFIG.model_files(FINETUNE[wildcards.ftmodel].base)
 
 
 def get_ft_materials(wildcards):

@@ -132,7 +132,9 @@ def test_finetuning_lowers_held_out_srme_against_the_labeller(reference_dir, tmp
         structures="structures.extxyz",
         materials="all",
         models=["tiny-mace"],
-        model_definitions={"tiny-mace": {"family": "mace", "path": str(tiny)}},
+        model_definitions={
+            "tiny-mace": {"family": "mace", "path": str(tiny), "sha256": storage.sha256_file(tiny)}
+        },
         temperatures=[300],
         finetune={
             "tiny-mace-ft": {

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -162,8 +161,13 @@ def test_small_random_mace_through_the_registry(tmp_path, reference_dir):
     pytest.importorskip("mace")
     model = tmp_path / "small.model"
     _run([sys.executable, "-c", _MACE_BUILD.format(path=str(model))])
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    cfg = tmp_path / "cfg.yaml"  # a local checkpoint is loaded only with its sha256 given
+    cfg.write_text(json.dumps({"model_definitions": {"tiny": {
+        "family": "mace", "path": str(model), "sha256": sha}}}))  # fmt: skip
     out = tmp_path / "run"
-    stdout = _kappa_cli(str(model), "mp-22862", out, reference_dir, "--mesh", "3", "3", "3")
+    stdout = _kappa_cli("tiny", "mp-22862", out, reference_dir, "--mesh", "3", "3", "3",
+                        "--config", str(cfg))  # fmt: skip
     last = stdout.strip().splitlines()[-1]
     record = json.loads((out / "kappa.json").read_text())
     # a random potential may well be dynamically unstable: either outcome is data, not a crash
@@ -172,34 +176,47 @@ def test_small_random_mace_through_the_registry(tmp_path, reference_dir):
     else:
         assert last == f"status={record['status']}"
     assert record["model"]["family"] == "mace" and record["model"]["dtype"] == "float64"
-    assert (
-        record["model"]["checkpoint_sha256"] == hashlib.sha256(Path(model).read_bytes()).hexdigest()
-    )
-    assert record["model"]["sha256_source"] == "recorded"
+    assert record["model"]["checkpoint_sha256"] == sha
+    assert record["model"]["sha256_source"] == "config"
 
 
 _MACE_FOUNDATION = """
-import shutil, sys
+import hashlib, shutil, sys
 from pathlib import Path
-from mace.calculators.foundations_models import mace_mp_urls
-from kappaflow.calculators import load_calculator, model_spec
+from kappaflow import storage
+from kappaflow.calculators import MACE_FOUNDATIONS, ModelError, load_calculator, model_spec
 model_dir = Path(sys.argv[2])
-shutil.copy(sys.argv[1], model_dir / Path(mace_mp_urls["medium"]).name)  # as if downloaded
-loaded = load_calculator(model_spec("mace-mp-0-medium"), device="cpu", model_dir=model_dir)
-print(loaded.info["checkpoint"], loaded.info["dtype"], type(loaded.calculator).__name__)
+# a file planted at a pinned name's cache path is refused
+shutil.copy(sys.argv[1], model_dir / Path(MACE_FOUNDATIONS["medium"][0]).name)
+try:
+    load_calculator(model_spec("mace-mp-0-medium"), device="cpu", model_dir=model_dir)
+except ModelError as exc:
+    print("refused", type(exc).__name__)
+# an unpinned name's cached file is loaded when kappaflow's download record vouches for it
+url = MACE_FOUNDATIONS["medium-omat-0"][0]
+cached = model_dir / Path(url).name
+shutil.copy(sys.argv[1], cached)  # as if kappaflow had downloaded it
+sha = hashlib.sha256(cached.read_bytes()).hexdigest()
+storage.write_json(str(cached) + ".kappaflow.json", {"url": url, "sha256": sha})
+loaded = load_calculator(model_spec("mace-omat-0-medium"), device="cpu", model_dir=model_dir)
+print(loaded.info["checkpoint"], loaded.info["sha256_source"], loaded.info["dtype"],
+      type(loaded.calculator).__name__)
 """
 
 
 def test_mace_foundation_name_resolves_to_cached_checkpoint(tmp_path):
-    """`mace-mp-0-medium` -> mace's own URL table -> the file name under resources/models/."""
+    """A foundation name -> kappaflow's URL table -> the file name under resources/models/,
+    loaded only when its pin or kappaflow's download record vouches for it."""
     pytest.importorskip("mace")
     model = tmp_path / "small.model"
     _run([sys.executable, "-c", _MACE_BUILD.format(path=str(model))])
     cache = tmp_path / "models"
     cache.mkdir()
-    out = _run([sys.executable, "-c", _MACE_FOUNDATION, str(model), str(cache)]).split()
-    assert out[-3].endswith("2023-12-03-mace-128-L1_epoch-199.model")
-    assert out[-2:] == ["float64", "MACECalculator"]
+    lines = _run([sys.executable, "-c", _MACE_FOUNDATION, str(model), str(cache)]).splitlines()
+    assert "refused CheckpointHashError" in lines  # (before mace was imported)
+    out = lines[-1].split()
+    assert out[0].endswith("mace-omat-0-medium.model")
+    assert out[1:] == ["download", "record", "float64", "MACECalculator"]
 
 
 def _gruneisen_cli(model, material, out, reference_dir, timeout=1800):

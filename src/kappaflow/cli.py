@@ -60,6 +60,23 @@ def _config(args: argparse.Namespace):
     )
 
 
+def _model_spec(args: argparse.Namespace, cfg=None):
+    """The model of a command: a config key, a built-in, a local file or a factory, with the
+    checkpoint trust given on the command line (``--model-sha256``, ``--trust-unpinned``)."""
+    from dataclasses import replace
+
+    from kappaflow.calculators import model_spec
+
+    key = getattr(args, "model", None) or args.base
+    spec = cfg.model(key) if cfg is not None else model_spec(key)
+    options = dict(spec.options)
+    if getattr(args, "model_sha256", None):
+        options["sha256"] = args.model_sha256
+    if getattr(args, "trust_unpinned", False):
+        options["trust_unpinned"] = True
+    return replace(spec, options=options)
+
+
 class _Model:
     """The model of a CLI run, loaded once and only when a step needs it."""
 
@@ -124,7 +141,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     files = material_files(args.out)
-    spec = cfg.model(args.model)
+    spec = _model_spec(args, cfg)
     _, material = cfg.material(args.material)
     model = _Model(spec, args.device, args.model_dir)
     todo = _todo(args, cfg, files, spec, material, cfg.settings.kappa)
@@ -193,7 +210,7 @@ def cmd_gruneisen(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     files = material_files(args.out)
-    spec = cfg.model(args.model)
+    spec = _model_spec(args, cfg)
     _, material = cfg.material(args.material)
     settings = cfg.settings.gruneisen
     model = _Model(spec, args.device, args.model_dir)
@@ -330,12 +347,11 @@ def cmd_finetune_export(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune_label(args: argparse.Namespace) -> int:
-    from kappaflow.calculators import model_spec
     from kappaflow.steps.finetune import run_finetune_label
 
     n = run_finetune_label(
         exported=args.exported,
-        model=model_spec(args.model),
+        model=_model_spec(args),
         out=args.out,
         device=args.device,
         model_dir=args.model_dir,
@@ -346,7 +362,6 @@ def cmd_finetune_label(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune_train(args: argparse.Namespace) -> int:
-    from kappaflow.calculators import model_spec
     from kappaflow.finetune import TrainSettings
     from kappaflow.steps.finetune import run_finetune_train
 
@@ -357,7 +372,7 @@ def cmd_finetune_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     record = run_finetune_train(
         train_data=args.data,
-        base=model_spec(args.base),
+        base=_model_spec(args),
         settings=settings,
         key=args.name,
         workroot=out / "train",

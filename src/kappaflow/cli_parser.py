@@ -28,6 +28,19 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
             help="atoms per batched model call (default: per device, kappaflow.forces)",
         )
 
+    def add_trust(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--model-sha256",
+            metavar="HEX",
+            help="sha256 of a local checkpoint: it is loaded only with this hash "
+            "(checkpoints are pickles)",
+        )
+        p.add_argument(
+            "--trust-unpinned",
+            action="store_true",
+            help="load a checkpoint whose sha256 is not known: THIS RUNS CODE FROM THAT FILE",
+        )
+
     def add_reference(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--reference-dir",
@@ -85,6 +98,7 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     )
     k.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
     add_reference(k)
+    add_trust(k)
     k.set_defaults(func=commands.cmd_kappa)
 
     g = sub.add_parser(
@@ -113,6 +127,7 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     g.add_argument("--model-dir", default="resources/models")
     g.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
     add_reference(g)
+    add_trust(g)
     g.set_defaults(func=commands.cmd_gruneisen)
 
     s = sub.add_parser("score", help="SRD/SRE/SRME of a kappa table against a reference table")
@@ -167,6 +182,7 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     fl.add_argument("--device", default="auto")
     fl.add_argument("--model-dir", default="resources/models")
     fl.add_argument("--with-stress", action="store_true", help="label stress too")
+    add_trust(fl)
     fl.set_defaults(func=commands.cmd_finetune_label)
 
     ftr = sub.add_parser("finetune-train", help="fine-tune a mace model on checked labels")
@@ -183,6 +199,7 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     ftr.add_argument("--device", default="auto")
     ftr.add_argument("--threads", type=int)
     ftr.add_argument("--model-dir", default="resources/models")
+    add_trust(ftr)
     ftr.set_defaults(func=commands.cmd_finetune_train)
 
     fc = sub.add_parser(

@@ -277,6 +277,12 @@ class Config:
     def model_params(self, key: str) -> dict[str, Any]:
         return model_params(self.model(key))
 
+    def model_files(self, key: str) -> list[str]:
+        """A model's local files (checkpoint, training record): inputs of the jobs using it,
+        so a fine-tuned model is built first and a changed file re-runs what used it."""
+        opts = self.model(key).options
+        return [opts[k] for k in ("path", "sha256_from") if k in opts]
+
     # ---------------------------------------------------------------- materials
     @cached_property
     def structures(self) -> Path:
@@ -423,7 +429,12 @@ def _registry(config: Mapping[str, Any]) -> tuple[dict, dict[str, FinetuneRecipe
             recipes[key] = FinetuneRecipe.from_mapping(key, recipe)
         except ValueError as exc:
             raise ConfigError(f"config key {exc}") from None
-        definitions[key] = {"family": "mace", "path": f"results/finetune/{key}/{key}.model"}
+        definitions[key] = {
+            "family": "mace",
+            "path": f"results/finetune/{key}/{key}.model",
+            # the training step records the model file's sha256: it is loaded only with it
+            "sha256_from": f"results/finetune/{key}/training.json",
+        }
     for key, r in recipes.items():
         if model_spec(r.base, definitions).family != "mace":
             raise ConfigError(f"config key 'finetune.{key}.base': {r.base!r} is not a mace model")
