@@ -369,3 +369,52 @@ def test_published_huge_kappa_is_scored_with_a_flag_not_failed():
     assert df.loc["A", "SRD"] == pytest.approx(2 * (1e6 - 10) / (1e6 + 10))
     assert df.loc["A", "flags"] == gates.FLAG_KAPPA_HIGH
     assert df.loc["B", "flags"] == ""
+
+
+# ------------------------------------------------------- user ids that are reference ids
+
+
+def _user_structures(tmp_path, frames) -> str:
+    path = tmp_path / "mine.extxyz"
+    write(path, frames, format="extxyz")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("atoms", "words"),
+    [
+        (
+            bulk("Cu", "fcc", a=CU_A),
+            ["'mp-22862' is Cu (space group 225)", "is NaCl (space group 225)"],
+        ),
+        (
+            bulk("NaCl", "zincblende", a=6.0),
+            ["'mp-22862' is NaCl (space group 216)", "is NaCl (space group 225)"],
+        ),
+    ],
+    ids=["other-composition", "other-space-group"],
+)
+def test_a_user_structure_under_a_reference_id_must_be_that_material(tmp_path, atoms, words):
+    """It would be scored against another material's DFT κ: refused at config load."""
+    from kappaflow.config import ConfigError, load_config
+
+    atoms.info = {"mp_id": "mp-22862"}
+    cfg = load_config({"structures": _user_structures(tmp_path, [atoms]), "models": ["emt"]})
+    with pytest.raises(ConfigError) as info:
+        _ = cfg.materials
+    for word in [*words, "mine.extxyz", "another id"]:
+        assert word in str(info.value), str(info.value)
+
+
+def test_the_reference_frame_itself_under_its_id_is_accepted(tmp_path, reference_dir):
+    from ase.io import read
+
+    from kappaflow.config import load_config
+
+    frames = read(reference_dir / "phononDB-PBE-structures.extxyz", index=":")
+    nacl = next(a for a in frames if a.info["mp_id"] == "mp-22862")
+    mine = bulk("Cu", "fcc", a=CU_A)
+    mine.info = {"material_id": "my-Cu"}  # not a reference id: no check
+    cfg = load_config({"structures": _user_structures(tmp_path, [nacl, mine]), "models": ["emt"]})
+    assert cfg.materials == ["mp-22862", "my-Cu"]
+    assert cfg.scored == ["mp-22862"]

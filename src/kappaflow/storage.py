@@ -320,23 +320,32 @@ def extxyz_frame_lines(lines: list[str]) -> tuple[list[int], str | None]:
 
 
 def _read_extxyz(path: Path, what: str) -> list[Atoms]:
-    """ASE's extxyz reader, its errors told with the file, the frame and the line."""
+    """ASE's extxyz reader, its errors told with the file, the frame and the line. The
+    layout is checked first: ASE stops silently at a blank line between frames (the
+    frames after it were lost) and reports a wrong atom count without a line."""
     if path.is_dir():
         raise StructureFileError(f"{what} {path} is a directory, not an extxyz file")
+    starts, problem = extxyz_frame_lines(_lines(path))
+    if problem is not None:
+        raise StructureFileError(f"{what} {path}: {problem}")
     try:
-        return read(path, index=":", format="extxyz")
+        frames = read(path, index=":", format="extxyz")
     except Exception as exc:  # ASE raises many kinds (ValueError, KeyError, IndexError, ...)
         ase_error = f"{type(exc).__name__}: {exc}"
-    starts, problem = extxyz_frame_lines(_lines(path))
-    if problem is None:  # the layout is fine: find the frame ASE cannot read
-        for k, line in enumerate(starts):
-            try:
-                read(path, index=k, format="extxyz")
-            except Exception:
-                problem = f"frame {k} (line {line}) cannot be read"
-                break
-        else:
-            problem = "cannot be read as extended XYZ"
+    else:
+        if len(frames) != len(starts):
+            raise StructureFileError(
+                f"{what} {path}: ASE read {len(frames)} frames, the file has {len(starts)} "
+                f"(at lines {', '.join(map(str, starts[:10]))})"
+            )
+        return frames
+    problem = "cannot be read as extended XYZ"
+    for k, line in enumerate(starts):  # the layout is fine: find the frame ASE cannot read
+        try:
+            read(path, index=k, format="extxyz")
+        except Exception:
+            problem = f"frame {k} (line {line}) cannot be read"
+            break
     raise StructureFileError(f"{what} {path}: {problem} (ASE: {ase_error})") from None
 
 
