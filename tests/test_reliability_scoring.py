@@ -241,3 +241,23 @@ def test_valid_predictions_still_score_as_before(dft):
     nan_modes = dft.copy()
     nan_modes.at["mp-804", "mode_kappa_TOT_ave"] = dft.loc["mp-804", "mode_kappa_TOT_ave"] * np.nan
     assert score_table(nan_modes, dft).loc["mp-804", "failure"] == "nan_mode_kappa"
+
+
+def test_a_table_without_mode_kappa_is_scored_without_srme(dft, reference_dir, tmp_path):
+    """null mode κ cells (read back as NaN) mean no mode data: SRME NaN with a note, κ
+    scored; a κ of 1e6 is a result with a flag (a regression of this change, caught by the
+    case table of docs/reliability.md)."""
+    pred = dft.copy()
+    pred["kappa_TOT_ave"] = [np.array([2e3]), np.array([5.0]), np.array([1e6])]
+    pred["mode_kappa_TOT_ave"] = None
+    summary = run_score(
+        predictions=_write(tmp_path, pred),
+        reference=reference_dir / NONAC,
+        out_csv=tmp_path / "m.csv",
+        materials=PICK,
+    )
+    per = pd.read_csv(tmp_path / "m.csv").set_index("mp_id")
+    assert not per["failed"].any() and per["SRME"].isna().all()
+    assert (per["note"] == "no mode-resolved kappa: SRME not computed").all()
+    assert per.loc["mp-2472", "flags"] == "kappa_above_bound"
+    assert summary["n_flagged"] == 1 and summary["n_failed"] == 0

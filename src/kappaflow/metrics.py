@@ -91,6 +91,13 @@ def _array(value: Any) -> np.ndarray | None:
     return np.asarray(value, dtype=float)
 
 
+def _given(value: Any) -> Any:
+    """None for a missing mode κ (None, or the NaN of a null cell), else the value."""
+    if value is None or (np.ndim(value) == 0 and np.isnan(value)):
+        return None
+    return value
+
+
 def other_grid(pred: pd.Series, ref: pd.Series, mode_pred: Any, mode_ref: Any) -> str | None:
     """Why the prediction's mode κ are not on the reference's q-points, bands and weights
     (None when they are): another shape, other irreducible q-points (compared modulo a
@@ -226,6 +233,7 @@ def score_material(
         pred, "mode_kappa_TOT_ave", temperature_index(_value(pred, "temperatures"), temperature)
     )
     mode_ref = _at_temperature(ref, "mode_kappa_TOT_ave", t_ref)
+    mode_pred, mode_ref = _given(mode_pred), _given(mode_ref)  # a null cell: no mode data
     weights = _value(ref, "weights")
     if mode_pred is None or mode_ref is None or weights is None:
         out["SRME"] = np.nan

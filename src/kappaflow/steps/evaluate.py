@@ -275,6 +275,7 @@ SUMMARY_COLUMNS = (
     "mean_SRME",
     "mean_SRE",
     "n_failed",
+    "n_flagged",
     "mean_SRME_success",
     "frac_within_factor_2",
     "n_skipped",
