@@ -157,14 +157,15 @@ def _message(error) -> str:
     return f"config key '{where}': {error.message}" if where else f"config: {error.message}"
 
 
-def nonfinite_numbers(value: Any, where: str = "") -> list[str]:
-    """Key paths (``temperatures.0``) of every NaN or infinite number in a config mapping."""
+def nonfinite_numbers(value: Any, where: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every NaN or infinite number in a config mapping, e.g.
+    ``("temperatures.0", nan)``."""
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in nonfinite_numbers(v, f"{where}.{k}")]
     if isinstance(value, (list, tuple)):
         return [p for i, v in enumerate(value) for p in nonfinite_numbers(v, f"{where}.{i}")]
     if isinstance(value, float) and not math.isfinite(value):
-        return [f"{where.lstrip('.')} = {value!r}"]
+        return [(where.lstrip("."), value)]
     return []
 
 
@@ -178,7 +179,7 @@ def validate(config: dict[str, Any], schema: str = SCHEMA) -> dict[str, Any]:
     if bad:
         raise ConfigError(
             "config: numbers must be finite (NaN and infinity mean nothing to a setting); "
-            + "; ".join(f"config key '{b.split(' = ')[0]}': {b.split(' = ')[1]}" for b in bad[:5])
+            + "; ".join(f"config key '{key}': {value!r}" for key, value in bad[:5])
         )
     validator = _default_filling_validator(storage.read_package_yaml(schema))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -136,13 +136,14 @@ def _check_mode_sum(
     mode: np.ndarray, weights: Any, kappa: float, material: Any, temperature: float, what: str
 ) -> None:
     error = mode_sum_error(mode, weights, kappa)
+    bad = InvalidReferenceError if what == "reference" else InvalidPredictionError
     if error is None:
-        raise (InvalidReferenceError if what == "reference" else InvalidPredictionError)(
+        raise bad(
             f"{what} {material}: weights {np.shape(_array(weights))} do not fit the mode κ "
             f"{np.shape(mode)} at {temperature:g} K (one positive weight per q-point)"
         )
     if error > MODE_SUM_RTOL:
-        raise (InvalidReferenceError if what == "reference" else InvalidPredictionError)(
+        raise bad(
             f"{what} {material}: the mode κ at {temperature:g} K sum to "
             f"{np.sum(mode) / np.sum(_array(weights)):.10g} (Σ mode / Σ w), not its "
             f"kappa_TOT_ave {kappa:.10g} (relative {error:.2e} > {MODE_SUM_RTOL:g}): the "

@@ -72,14 +72,31 @@ def frame_problem(atoms: Atoms) -> str | None:
 
 
 def closest_pair(atoms: Atoms, cutoff: float) -> tuple[int, int, float] | None:
-    """The closest pair of atoms (periodic images included) nearer than ``cutoff``."""
-    from ase.neighborlist import neighbor_list
+    """The closest pair of atoms (minimum image; an atom and its own image when a lattice
+    vector is the shortest) nearer than ``cutoff``, or None."""
+    from ase.geometry import get_distances, minkowski_reduce
 
-    i, j, d = neighbor_list("ijd", atoms, cutoff, self_interaction=False)
-    if len(d) == 0:
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    if pbc.any():
+        reduced, _ = minkowski_reduce(cell, pbc)
+        lengths = np.linalg.norm(reduced[pbc], axis=1)
+        if lengths.min() < cutoff:
+            return 0, 0, float(lengths.min())
+    if len(atoms) < 2:
         return None
-    k = int(np.argmin(d))
-    return int(i[k]), int(j[k]), float(d[k])
+    if len(atoms) > 200:  # a cell list is faster than all pairs
+        from ase.neighborlist import neighbor_list
+
+        i, j, dist = neighbor_list("ijd", atoms, cutoff, self_interaction=False)
+        if len(dist) == 0:
+            return None
+        k = int(np.argmin(dist))
+        return int(min(i[k], j[k])), int(max(i[k], j[k])), float(dist[k])
+    _, d = get_distances(atoms.positions, cell=cell, pbc=pbc)
+    d[np.diag_indices_from(d)] = np.inf
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return (int(min(i, j)), int(max(i, j)), float(d[i, j])) if d[i, j] < cutoff else None
 
 
 def periodicity_problem(atoms: Atoms, max_gap: float = MAX_VACUUM_GAP) -> tuple[str, str] | None:
