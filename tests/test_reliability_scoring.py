@@ -157,7 +157,7 @@ def test_the_workflow_table_on_a_test_mesh_keeps_a_note(dft, reference_dir, tmp_
     )
     per = pd.read_csv(tmp_path / "m.csv").set_index("mp_id")
     assert np.isnan(per.loc["mp-22862", "SRME"])
-    assert "SRME not computed" in per.loc["mp-22862", "note"]
+    assert "(different q-mesh?)" in per.loc["mp-22862", "note"]
     assert per.loc["mp-804", "SRME"] == 0.0
 
 

@@ -269,7 +269,12 @@ def score_material(
         )
     if mismatch is not None:
         out["SRME"] = np.nan
-        out["note"] = f"{mismatch} (another q-mesh?): SRME not computed"
+        out["note"] = (
+            f"mode kappa shape {np.shape(mode_pred)} differs from reference "
+            f"{np.shape(mode_ref)} (different q-mesh?)"  # the wording of earlier tables
+            if np.shape(mode_pred) != np.shape(mode_ref)
+            else f"{mismatch} (another q-mesh?): SRME not computed"
+        )
     else:
         out["SRME"] = srme(mode_pred, mode_ref, weights, k_pred, k_ref)
     out["failed"] = False
