@@ -23,6 +23,7 @@ them into typed settings with :func:`job_params`.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from kappaflow.reference import (
     resolve_reference_dir,
 )
 from kappaflow.settings import (
+    CheckSettings,
     GruneisenSettings,
     KappaSettings,
     Phono3pySettings,
@@ -77,6 +79,7 @@ _RETYPED = (
     "structure_defaults",
     "material_overrides",
     "forces",
+    "checks",
 )
 #: gruneisen keys that hold file names (not retyped)
 _GRUNEISEN_PATHS = ("reference", "mode_reference")
@@ -160,8 +163,30 @@ def _message(error) -> str:
     return f"config key '{where}': {error.message}" if where else f"config: {error.message}"
 
 
+def nonfinite_numbers(value: Any, where: str = "") -> list[tuple[str, float]]:
+    """(key path, value) of every NaN or infinite number in a config mapping, e.g.
+    ``("temperatures.0", nan)``."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_numbers(v, f"{where}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in nonfinite_numbers(v, f"{where}.{i}")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(where.lstrip("."), value)]
+    return []
+
+
 def validate(config: dict[str, Any], schema: str = SCHEMA) -> dict[str, Any]:
-    """Validate ``config`` against a package schema, filling defaults in place."""
+    """Validate ``config`` against a package schema, filling defaults in place.
+
+    Every number must be finite: JSON schema's bounds let NaN through (``nan < 0`` is
+    false), so NaN and ±inf anywhere in the mapping are refused here, first, naming each key.
+    """
+    bad = nonfinite_numbers(config)
+    if bad:
+        raise ConfigError(
+            "config: numbers must be finite (NaN and infinity mean nothing to a setting); "
+            + "; ".join(f"config key '{key}': {value!r}" for key, value in bad[:5])
+        )
     validator = _default_filling_validator(storage.read_package_yaml(schema))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -183,6 +208,7 @@ class Settings:
     gruneisen: GruneisenSettings
     temperatures: tuple[float, ...]
     material_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: CheckSettings = field(default_factory=CheckSettings)
 
     @property
     def kappa(self) -> KappaSettings:
@@ -199,6 +225,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         gruneisen=GruneisenSettings.from_mapping(config["gruneisen"]),
         temperatures=KappaSettings(tuple(config["temperatures"])).temperatures,
         material_overrides=dict(config["material_overrides"]),
+        checks=CheckSettings.from_mapping(config["checks"]),
     )
 
 
@@ -215,6 +242,7 @@ class JobParams:
     temperatures: tuple[float, ...] | None = None
     export: ExportSettings | None = None
     train: TrainSettings | None = None
+    checks: CheckSettings | None = None
     #: params that are already plain values (material ids, names, paths, numbers)
     other: dict[str, Any] = field(default_factory=dict)
 
@@ -239,6 +267,7 @@ _PARAM_TYPES = {
     "temperatures": lambda t: KappaSettings(tuple(t)).temperatures,
     "export": ExportSettings.from_mapping,
     "train": TrainSettings.from_mapping,
+    "checks": CheckSettings.from_mapping,
 }
 
 
@@ -308,8 +337,41 @@ class Config:
 
     @cached_property
     def materials(self) -> list[str]:
-        """The selected material ids, in file order."""
-        return select_materials(self.table, self.raw["materials"])
+        """The selected material ids, in file order. With your own structures, a selected
+        id that is also a reference id must be the same material (composition and space
+        group), else it would be scored against another material's DFT κ."""
+        selected = select_materials(self.table, self.raw["materials"])
+        if self.raw["structures"] and not self.reference_model:
+            self._check_reference_identity(selected)
+        return selected
+
+    def _check_reference_identity(self, selected: list[str]) -> None:
+        from ase.formula import Formula
+
+        from kappaflow.structures import spacegroup_number
+
+        known = storage.read_kappa_table_identity(self.reference_kappa)
+        problems = []
+        for mid in selected:
+            if mid not in known:
+                continue
+            ref_name, ref_sg = known[mid]
+            atoms = frame_for(self.frames, mid)
+            ours = reduced_formula(atoms)
+            sg = spacegroup_number(atoms) or self.table[mid].spacegroup
+            same = Formula(ours).reduce()[0].count() == Formula(ref_name).reduce()[0].count()
+            if not same or (ref_sg is not None and sg != ref_sg):
+                problems.append(
+                    f"'{mid}' is {ours} (space group {sg}) in {self.structures}, but the "
+                    f"reference's '{mid}' is {ref_name} (space group {ref_sg})"
+                )
+        if problems:
+            raise ConfigError(
+                "material id(s) of your structures collide with reference ids of another "
+                "material, which would be scored against that material's DFT κ: "
+                + "; ".join(problems)
+                + ". Give your structure another id (info key mp_id or material_id)."
+            )
 
     def material(self, material_id: str) -> tuple[Atoms, MaterialSpec]:
         """(Atoms, MaterialSpec) of one material of the structures file."""

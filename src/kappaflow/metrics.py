@@ -4,8 +4,11 @@ SRD  = 2 (κ_pred − κ_ref) / (κ_pred + κ_ref), NaN prediction -> −2
 SRE  = |SRD|
 SRME = 2 · [(1/N) Σ_q Σ_s |mode_κ_pred − mode_κ_ref|] / (κ_pred + κ_ref), N = Σ_q w_q
 
-Failures (imaginary modes, broken symmetry, missing or NaN prediction) score
-``KAPPA_ERROR_MAX = 2``; means run over the *selected* materials, failures included.
+Failures (imaginary modes, broken symmetry, a recorded failure status, a missing, NaN,
+infinite or non-positive prediction) score ``KAPPA_ERROR_MAX = 2``; means run over the
+*selected* materials, failures included. A prediction that contradicts itself or the
+reference (mode κ that do not sum to κ, mode κ on other q-points or weights than the
+reference's) is an input error (:class:`InvalidPredictionError`), never a score.
 """
 
 from __future__ import annotations
@@ -16,24 +19,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kappaflow.gates import gate, is_ok
-from kappaflow.grid import REFERENCE_TEMPERATURE, temperature_index
+from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, flags, gate, is_ok
+from kappaflow.grid import REFERENCE_TEMPERATURE, has_temperature, temperature_index
+from kappaflow.settings import CheckSettings
 
 KAPPA_ERROR_MAX = 2.0
+#: relative tolerance of Σ mode κ / Σ w = κ (the DFT files satisfy it to 9e-11)
+MODE_SUM_RTOL = 1e-6
 
 
 class InvalidReferenceError(ValueError):
-    """The reference lacks a material, a temperature or has NaN data (an input error)."""
+    """An input of the scoring is invalid: the reference lacks a material, a temperature
+    or has NaN data (and, as :class:`InvalidPredictionError`, the predictions)."""
+
+
+class InvalidPredictionError(InvalidReferenceError):
+    """The predictions contradict themselves or the reference (message names the material)."""
 
 
 def srd(k_pred: float, k_ref: float) -> float:
-    """Symmetric relative difference; NaN prediction -> −2 (treated as κ_pred = 0)."""
-    if k_pred is None or not np.isfinite(k_pred):
+    """Symmetric relative difference; a NaN, infinite or non-positive prediction -> −2 (a
+    failure: κ = −κ_ref would otherwise divide by zero). ``k_ref`` must be positive."""
+    if k_ref is None or not np.isfinite(k_ref) or k_ref <= 0:
+        raise InvalidReferenceError(f"reference κ must be positive and finite, got {k_ref!r}")
+    if k_pred is None or not np.isfinite(k_pred) or k_pred <= 0:
         return -KAPPA_ERROR_MAX
-    denom = k_pred + k_ref
-    if denom == 0:
-        return 0.0
-    return float(2.0 * (k_pred - k_ref) / denom)
+    return float(2.0 * (k_pred - k_ref) / (k_pred + k_ref))
 
 
 def srme(
@@ -46,6 +57,8 @@ def srme(
         raise ValueError(
             f"mode κ shapes differ: prediction {mode_pred.shape}, reference {mode_ref.shape}"
         )
+    if not (np.isfinite(k_pred) and k_pred > 0 and np.isfinite(k_ref) and k_ref > 0):
+        return KAPPA_ERROR_MAX
     micro = np.sum(np.abs(mode_pred - mode_ref)) / np.sum(weights)
     return float(2.0 * micro / (k_pred + k_ref))
 
@@ -73,18 +86,105 @@ def _at_temperature(row: pd.Series, column: str, t_index: int | None) -> Any:
     return arr[t_index] if t_index < arr.shape[0] else None
 
 
+def _array(value: Any) -> np.ndarray | None:
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return None
+    return np.asarray(value, dtype=float)
+
+
+def _given(value: Any) -> Any:
+    """None for a missing mode κ (None, or the NaN of a null cell), else the value."""
+    if value is None or (np.ndim(value) == 0 and np.isnan(value)):
+        return None
+    return value
+
+
+def other_grid(pred: pd.Series, ref: pd.Series, mode_pred: Any, mode_ref: Any) -> str | None:
+    """Why the prediction's mode κ are not on the reference's q-points, bands and weights
+    (None when they are): another shape, other irreducible q-points (compared modulo a
+    reciprocal lattice vector) or other weights, where both tables give them."""
+    if np.shape(mode_pred) != np.shape(mode_ref):
+        return (
+            f"mode κ shape {np.shape(mode_pred)} differs from the reference's {np.shape(mode_ref)}"
+        )
+    q_pred, q_ref = _array(_value(pred, "qpoints")), _array(_value(ref, "qpoints"))
+    if q_pred is not None and q_ref is not None:
+        if q_pred.shape != q_ref.shape:
+            return f"{q_pred.shape[0]} q-points, the reference has {q_ref.shape[0]}"
+        d = q_pred - q_ref
+        if np.max(np.abs(d - np.rint(d)), initial=0.0) > 1e-6:
+            i = int(np.argmax(np.max(np.abs(d - np.rint(d)), axis=-1)))
+            return f"q-point {i} is {q_pred[i].tolist()}, the reference's {q_ref[i].tolist()}"
+    w_pred, w_ref = _array(_value(pred, "weights")), _array(_value(ref, "weights"))
+    if (
+        w_pred is not None
+        and w_ref is not None
+        and (w_pred.shape != w_ref.shape or np.any(w_pred != w_ref))
+    ):
+        return "q-point weights differ from the reference's"
+    return None
+
+
+def mode_sum_error(mode: np.ndarray, weights: Any, kappa: float) -> float | None:
+    """|Σ mode κ / Σ w − κ| / |κ| (None when the weights do not fit the modes)."""
+    w = _array(weights)
+    if w is None or w.shape != np.shape(mode)[:1] or np.sum(w) <= 0:
+        return None
+    return float(abs(np.sum(mode) / np.sum(w) - kappa) / abs(kappa))
+
+
+def _check_mode_sum(
+    mode: np.ndarray, weights: Any, kappa: float, material: Any, temperature: float, what: str
+) -> None:
+    error = mode_sum_error(mode, weights, kappa)
+    bad = InvalidReferenceError if what == "reference" else InvalidPredictionError
+    if error is None:
+        raise bad(
+            f"{what} {material}: weights {np.shape(_array(weights))} do not fit the mode κ "
+            f"{np.shape(mode)} at {temperature:g} K (one positive weight per q-point)"
+        )
+    if error > MODE_SUM_RTOL:
+        raise bad(
+            f"{what} {material}: the mode κ at {temperature:g} K sum to "
+            f"{np.sum(mode) / np.sum(_array(weights)):.10g} (Σ mode / Σ w), not its "
+            f"kappa_TOT_ave {kappa:.10g} (relative {error:.2e} > {MODE_SUM_RTOL:g}): the "
+            "mode κ must include the q-point weight and sum to κ"
+        )
+
+
+def row_flags(
+    pred: pd.Series, temperature: float, k_pred: float | None, checks: CheckSettings
+) -> list[str]:
+    """Flags of one prediction row: those recorded with it (``flags``) and those of its
+    measured values and κ at ``temperature`` (:func:`kappaflow.gates.flags`)."""
+    recorded = _value(pred, "flags")
+    out = [f for f in str(recorded).split(";") if f] if isinstance(recorded, str) else []
+    values = {k: _value(pred, k) for k in ("sum_rule_violation", "volume_change")}
+    out += flags(values, [temperature], [k_pred], checks)
+    return list(dict.fromkeys(out))
+
+
 def score_material(
     pred: pd.Series | None,
     ref: pd.Series,
     temperature: float = REFERENCE_TEMPERATURE,
     symm_no: int | None = None,
+    *,
+    grid: str = "error",
+    checks: CheckSettings | None = None,
 ) -> dict[str, Any]:
-    """SRD/SRE/SRME of one material, with the failure reason (k_SRME order)."""
+    """SRD/SRE/SRME of one material, with the failure reason (k_SRME order) and flags.
+
+    Mode κ on other q-points than the reference's raise :class:`InvalidPredictionError`
+    (``grid="error"``) or leave SRME NaN with a note (``grid="note"``: the workflow's own
+    table on a coarse test mesh); mode κ that do not sum to κ always raise.
+    """
     t_ref = temperature_index(_value(ref, "temperatures"), temperature)
     k_ref = _at_temperature(ref, "kappa_TOT_ave", t_ref)
-    if k_ref is None or not np.isfinite(k_ref):
+    if k_ref is None or not np.isfinite(k_ref) or k_ref <= 0:
         raise InvalidReferenceError(
-            f"reference has no finite kappa_TOT_ave at {temperature:g} K for {ref.name}"
+            f"reference has no finite positive kappa_TOT_ave at {temperature:g} K for "
+            f"{ref.name} (got {k_ref!r})"
         )
     out: dict[str, Any] = {"DFT_kappa_TOT_ave": float(k_ref), "kappa_TOT_ave": np.nan}
     reason = None
@@ -112,8 +212,13 @@ def score_material(
             reason = status  # e.g. nonfinite_forces, recorded by the run
         elif t_pred is None:
             reason = f"no_prediction_at_{temperature:g}K"
-        elif k_pred is None or not np.isfinite(k_pred):
+        elif k_pred is None or np.isnan(k_pred):
             reason = "nan_kappa"
+        elif not np.isfinite(k_pred):
+            reason = NONFINITE_KAPPA
+        elif k_pred <= 0:
+            reason = NONPOSITIVE_KAPPA
+        out["flags"] = ";".join(row_flags(pred, temperature, k_pred, checks or CheckSettings()))
     if reason is not None:
         out.update(
             SRD=-KAPPA_ERROR_MAX,
@@ -130,16 +235,14 @@ def score_material(
         pred, "mode_kappa_TOT_ave", temperature_index(_value(pred, "temperatures"), temperature)
     )
     mode_ref = _at_temperature(ref, "mode_kappa_TOT_ave", t_ref)
+    mode_pred, mode_ref = _given(mode_pred), _given(mode_ref)  # a null cell: no mode data
     weights = _value(ref, "weights")
     if mode_pred is None or mode_ref is None or weights is None:
         out["SRME"] = np.nan
         out["note"] = "no mode-resolved kappa: SRME not computed"
-    elif np.shape(mode_pred) != np.shape(mode_ref):
-        out["SRME"] = np.nan
-        out["note"] = (
-            f"mode kappa shape {np.shape(mode_pred)} differs from reference {np.shape(mode_ref)} (different q-mesh?)"
-        )
-    elif np.any(~np.isfinite(mode_pred)):
+        out.update(failed=False, failure="")
+        return out
+    if np.any(~np.isfinite(mode_pred)):
         out.update(
             SRD=-KAPPA_ERROR_MAX,
             SRE=KAPPA_ERROR_MAX,
@@ -148,6 +251,31 @@ def score_material(
             failure="nan_mode_kappa",
         )
         return out
+    _check_mode_sum(np.asarray(mode_ref), weights, k_ref, ref.name, temperature, "reference")
+    mismatch = other_grid(pred, ref, mode_pred, mode_ref)
+    own = _value(pred, "weights")
+    if _array(own) is not None or mismatch is None:  # else: no weights to sum the modes with
+        _check_mode_sum(
+            np.asarray(mode_pred),
+            own if _array(own) is not None else weights,
+            k_pred,
+            pred.name,
+            temperature,
+            "prediction",
+        )
+    if mismatch is not None and grid == "error":
+        raise InvalidPredictionError(
+            f"prediction {pred.name}: {mismatch}; SRME compares mode κ on the reference's "
+            "irreducible q-points, bands and weights (same space group and q-mesh)"
+        )
+    if mismatch is not None:
+        out["SRME"] = np.nan
+        out["note"] = (
+            f"mode kappa shape {np.shape(mode_pred)} differs from reference "
+            f"{np.shape(mode_ref)} (different q-mesh?)"  # the wording of earlier tables
+            if np.shape(mode_pred) != np.shape(mode_ref)
+            else f"{mismatch} (another q-mesh?): SRME not computed"
+        )
     else:
         out["SRME"] = srme(mode_pred, mode_ref, weights, k_pred, k_ref)
     out["failed"] = False
@@ -155,16 +283,40 @@ def score_material(
     return out
 
 
+def check_predictions(predictions: pd.DataFrame, temperature: float) -> None:
+    """Problems of a whole prediction table (an input error, not a failure per material):
+    no ``temperatures`` column, or no material with a κ at ``temperature``."""
+    if "temperatures" not in predictions.columns:
+        raise InvalidPredictionError(
+            "no 'temperatures' column: κ is matched to the reference by temperature "
+            f"(columns: {', '.join(map(str, predictions.columns))})"
+        )
+    cells = list(predictions["temperatures"])
+    cells = [a for a in map(_array, cells) if a is not None]
+    if any(has_temperature(v, temperature) for v in cells):
+        return
+    found = sorted({float(t) for v in cells for t in np.atleast_1d(v) if np.isfinite(t)})
+    raise InvalidPredictionError(
+        f"no material has a κ at {temperature:g} K (temperatures in the table: "
+        f"{', '.join(f'{t:g}' for t in found) or 'none'}); the DFT reference is at "
+        f"{REFERENCE_TEMPERATURE:g} K only"
+    )
+
+
 def score_table(
     predictions: pd.DataFrame,
     reference: pd.DataFrame,
     temperature: float = REFERENCE_TEMPERATURE,
     materials: Iterable[str] | None = None,
+    *,
+    grid: str = "error",
+    checks: CheckSettings | None = None,
 ) -> pd.DataFrame:
     """Per-material metrics over the selected materials (default: every reference row).
 
     A selected material missing from ``predictions`` (or NaN there) is a failure scored 2;
-    a selected material missing from ``reference`` is an input error.
+    a selected material missing from ``reference`` is an input error. ``grid`` and
+    ``checks``: see :func:`score_material`; the ``flags`` column lists each row's flags.
     """
     selected = list(reference.index) if materials is None else list(materials)
     missing_ref = [m for m in selected if m not in reference.index]
@@ -175,7 +327,14 @@ def score_table(
         ref_row = reference.loc[mid]
         pred_row = predictions.loc[mid] if mid in predictions.index else None
         symm = _value(ref_row, "symm.no")
-        row = score_material(pred_row, ref_row, temperature, None if symm is None else int(symm))
+        row = score_material(
+            pred_row,
+            ref_row,
+            temperature,
+            None if symm is None else int(symm),
+            grid=grid,
+            checks=checks,
+        )
         name = _value(ref_row, "name")
         row = {"mp_id": mid, "name": name, "temperature": temperature, **row}
         rows.append(row)
@@ -183,6 +342,9 @@ def score_table(
     if "note" not in df.columns:
         df["note"] = ""
     df["note"] = df["note"].fillna("")
+    if "flags" not in df.columns:
+        df["flags"] = ""
+    df["flags"] = df["flags"].fillna("")
     return df
 
 
@@ -208,6 +370,7 @@ def summarize(per_material: pd.DataFrame) -> dict[str, Any]:
         "mean_SRE_success": float(ok["SRE"].mean()) if len(ok) else np.nan,
         "frac_within_factor_2": float(within2.mean()) if len(df) else np.nan,
         "n_underestimated": int((ratio < 1).sum()),
+        "n_flagged": int(df["flags"].fillna("").ne("").sum()) if "flags" in df.columns else 0,
     }
 
 

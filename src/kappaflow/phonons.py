@@ -27,6 +27,13 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="phono3py"
 
 #: k_SRME FREQUENCY_THRESHOLD (THz) for the 3 acoustic modes at Γ.
 FREQUENCY_THRESHOLD = -1e-2
+#: eV/Å; a displaced supercell whose forces are all below this feels nothing (a 0.03 Å
+#: displacement in a solid gives 1e-2-1 eV/Å)
+ZERO_FORCE = 1e-8
+#: THz; phonons all below this (besides the Γ acoustic modes) are no phonons
+ZERO_FREQUENCY = 1e-3
+#: eV/Å³; fc3 all below this is no anharmonicity (nearest-neighbour fc3 of solids: 1-100)
+ZERO_FC3 = 1e-6
 
 
 def to_phonopy_atoms(atoms: Atoms) -> PhonopyAtoms:
@@ -151,6 +158,42 @@ def has_imaginary_modes(frequencies: np.ndarray, threshold: float = FREQUENCY_TH
     if np.any(freqs[0, 3:] < 0) or np.any(freqs[0, :3] < threshold):
         return True
     return bool(np.any(freqs[1:] < 0))
+
+
+def zero_force_supercells(
+    supercells: Sequence[PhonopyAtoms | None], forces: np.ndarray, tol: float = ZERO_FORCE
+) -> list[int]:
+    """Indices of the displaced supercells (None, skipped by a pair cutoff, excluded)
+    whose forces are all zero: the displaced atom feels no restoring force."""
+    f = np.abs(np.asarray(forces, dtype=float)).reshape(len(supercells), -1)
+    return [i for i, sc in enumerate(supercells) if sc is not None and f[i].max() < tol]
+
+
+def sum_rule_violation(forces: np.ndarray) -> float:
+    """The acoustic sum rule of the finite-difference fc2, from its forces: the largest net
+    force Σ_i F_i on a displaced supercell over the largest force (Σ_i Φ_ij = −Σ_i F_i / u;
+    zero for a model whose forces conserve momentum). NaN without forces."""
+    f = np.asarray(forces, dtype=float)
+    scale = float(np.max(np.abs(f))) if f.size else 0.0
+    if not np.isfinite(scale) or scale == 0.0:
+        return float("nan")
+    return float(np.max(np.linalg.norm(f.sum(axis=1), axis=-1)) / scale)
+
+
+def frequencies_all_zero(frequencies: np.ndarray, tol: float = ZERO_FREQUENCY) -> bool:
+    """True when no mode besides the three acoustic modes at Γ (row 0) has |ω| >= ``tol``
+    THz: an empty (or Γ-only, one-atom) set of phonons carries no heat."""
+    freqs = np.asarray(frequencies, dtype=float)
+    if freqs.ndim != 2 or freqs.size == 0:
+        return False  # nothing computed: has_imaginary_modes closes the gate
+    rest = np.concatenate([freqs[0, 3:], freqs[1:].ravel()])
+    return bool(rest.size == 0 or np.nanmax(np.abs(rest)) < tol)
+
+
+def fc3_vanishes(fc3: np.ndarray, tol: float = ZERO_FC3) -> bool:
+    """True when every fc3 element is below ``tol`` eV/Å³ (a harmonic model)."""
+    fc3 = np.asarray(fc3, dtype=float)
+    return bool(fc3.size == 0 or np.nanmax(np.abs(fc3)) < tol)
 
 
 def displacement_counts(ph3: Phono3py) -> dict[str, Any]:

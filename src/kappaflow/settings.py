@@ -278,3 +278,38 @@ class GruneisenSettings:
         d = asdict(self)
         d["eos_strains"] = list(self.eos_strains)
         return d
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Bounds of the recorded flags (PROTOCOL §5): values that are merely suspicious. A
+    flagged result is scored like any other (published models' κ of 10³-10⁶ W/mK are
+    results, not failures); :func:`kappaflow.gates.flags` applies the bounds."""
+
+    #: largest net force on a displaced fc2 supercell over the largest force (a model
+    #: that conserves momentum gives ~1e-15 in float64, ~1e-6 in float32)
+    sum_rule_tolerance: float = 1e-3
+    #: |V_relaxed / V_input - 1|
+    max_volume_change: float = 0.1
+    #: W/mK at 300 K, scaled as 300 K / T at other temperatures (the DFT set spans 0.44-1258)
+    max_kappa: float = 1e4
+    #: W/mK at 300 K, scaled as 300 K / T
+    min_kappa: float = 1e-2
+
+    def __post_init__(self) -> None:
+        _check_positive("checks.sum_rule_tolerance", self.sum_rule_tolerance)
+        _check_positive("checks.max_volume_change", self.max_volume_change)
+        _check_positive("checks.max_kappa", self.max_kappa)
+        _check_positive("checks.min_kappa", self.min_kappa)
+        if self.min_kappa >= self.max_kappa:
+            raise SettingsError(
+                f"checks.min_kappa ({self.min_kappa!r}) must be below checks.max_kappa "
+                f"({self.max_kappa!r})"
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> CheckSettings:
+        return _from_mapping(cls, mapping, "checks")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

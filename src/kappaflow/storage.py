@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -31,10 +32,20 @@ from ase.io import read, write
 
 from kappaflow import reference as ref
 from kappaflow.gates import OK
+from kappaflow.structures import MaterialError, frame_problem
 
 
 class GatedOutputError(RuntimeError):
     """A placeholder output (status != ok) was asked for its data."""
+
+
+class StructureFileError(MaterialError):
+    """A structures file cannot be read, or a frame of it is not a crystal structure; the
+    message names the file, the frame and its line."""
+
+
+class KappaTableError(ValueError):
+    """A kappa table cannot be read or is not a kappa table; the message names the file."""
 
 
 # --------------------------------------------------------------------------- atomic
@@ -244,14 +255,105 @@ def reference_file(resolved: ref.ResolvedDir, key: str, download_missing: bool =
 
 
 def read_structures(path: str | os.PathLike) -> list[Atoms]:
-    """All frames of an extxyz file (the reference set or a user's own)."""
+    """All frames of an extxyz file (the reference set or a user's own), each checked to
+    be a crystal structure (:func:`kappaflow.structures.frame_problem`): a bad file or
+    frame raises :class:`StructureFileError` naming the file, the frame and its line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"structures file not found: {path}")
-    frames = read(path, index=":", format="extxyz")
+    frames = _read_extxyz(path, "structures file")
     if not frames:
-        raise ValueError(f"structures file {path} holds no frames")
+        raise StructureFileError(f"structures file {path} holds no frames")
+    lines = None
+    for i, atoms in enumerate(frames):
+        problem = frame_problem(atoms)
+        if problem is not None:
+            lines = lines or extxyz_frame_lines(_lines(path))[0]
+            where = f" (line {lines[i]})" if i < len(lines) else ""
+            mid = atoms.info.get("mp_id") or atoms.info.get("material_id")
+            label = f", {mid}" if mid else ""
+            raise StructureFileError(f"structures file {path}, frame {i}{where}{label}: {problem}")
     return frames
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def extxyz_frame_lines(lines: list[str]) -> tuple[list[int], str | None]:
+    """The 1-based line of each frame's atom count in an extxyz text, and the first
+    problem of its layout (a count that is not an integer, or that does not match the
+    atom lines that follow), or None."""
+    starts: list[int] = []
+    i, n = 0, len(lines)
+    while i < n:
+        if not lines[i].strip():
+            if all(not line.strip() for line in lines[i:]):
+                break
+            return starts, f"line {i + 1}: a blank line where frame {len(starts)} should start"
+        head = lines[i].split()
+        if len(head) != 1 or not head[0].isdigit():
+            prev = (
+                f" (frame {len(starts) - 1} at line {starts[-1]} declares "
+                f"{lines[starts[-1] - 1].strip()} atoms: is that count right?)"
+                if starts
+                else ""
+            )
+            return starts, (
+                f"line {i + 1}: expected the atom count of frame {len(starts)}, "
+                f"got {lines[i].strip()[:60]!r}{prev}"
+            )
+        natoms = int(head[0])
+        frame, block = len(starts), lines[i + 2 : i + 2 + natoms]
+        starts.append(i + 1)
+        if i + 1 >= n:
+            return starts, f"line {i + 1}: frame {frame} has no comment line"
+        width = len(block[0].split()) if block else 0
+        for k, line in enumerate(block):
+            tokens = line.split()
+            if len(tokens) != width or (len(tokens) == 1 and tokens[0].isdigit()):
+                return starts, (
+                    f"frame {frame} (line {i + 1}) declares {natoms} atoms, but line "
+                    f"{i + 3 + k} is not an atom line like the ones before it "
+                    f"({line.strip()[:60]!r})"
+                )
+        if len(block) < natoms:
+            return starts, (
+                f"frame {frame} (line {i + 1}) declares {natoms} atoms, but the file ends "
+                f"after {len(block)} atom lines"
+            )
+        i += natoms + 2
+    return starts, None
+
+
+def _read_extxyz(path: Path, what: str) -> list[Atoms]:
+    """ASE's extxyz reader, its errors told with the file, the frame and the line. The
+    layout is checked first: ASE stops silently at a blank line between frames (the
+    frames after it were lost) and reports a wrong atom count without a line."""
+    if path.is_dir():
+        raise StructureFileError(f"{what} {path} is a directory, not an extxyz file")
+    starts, problem = extxyz_frame_lines(_lines(path))
+    if problem is not None:
+        raise StructureFileError(f"{what} {path}: {problem}")
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many kinds (ValueError, KeyError, IndexError, ...)
+        ase_error = f"{type(exc).__name__}: {exc}"
+    else:
+        if len(frames) != len(starts):
+            raise StructureFileError(
+                f"{what} {path}: ASE read {len(frames)} frames, the file has {len(starts)} "
+                f"(at lines {', '.join(map(str, starts[:10]))})"
+            )
+        return frames
+    problem = "cannot be read as extended XYZ"
+    for k, line in enumerate(starts):  # the layout is fine: find the frame ASE cannot read
+        try:
+            read(path, index=k, format="extxyz")
+        except Exception:
+            problem = f"frame {k} (line {line}) cannot be read"
+            break
+    raise StructureFileError(f"{what} {path}: {problem} (ASE: {ase_error})") from None
 
 
 def write_frames(path: str | os.PathLike, frames: list[Atoms]) -> None:
@@ -271,7 +373,7 @@ def read_frames(path: str | os.PathLike) -> list[Atoms]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"file not found: {path}")
-    return read(path, index=":", format="extxyz")
+    return _read_extxyz(path, "extxyz file")
 
 
 _ARRAY_COLUMNS = (
@@ -293,26 +395,78 @@ def read_kappa_table(path: str | os.PathLike) -> pd.DataFrame:
     """A kappa table in the reference layout (DFT json.gz or a gathered kappaflow table).
 
     Returns a frame indexed by ``mp_id`` whose list cells are numpy arrays (NaN for null).
+    A file that is not such a table raises :class:`KappaTableError` naming the file and the
+    problem: unreadable, no rows, no ``mp_id`` or ``kappa_TOT_ave`` column, duplicate ids,
+    a cell of a numeric column that is not numbers (the scoring also needs ``temperatures``:
+    :func:`kappaflow.metrics.check_predictions`).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"kappa table not found: {path}")
     try:
         df = pd.read_json(path)
-    except ValueError as exc:
-        raise ValueError(f"{path}: not a pandas-JSON kappa table ({exc})") from exc
-    if "mp_id" not in df.columns:
-        raise ValueError(f"{path}: no 'mp_id' column (columns: {', '.join(map(str, df.columns))})")
-    if "kappa_TOT_ave" not in df.columns:
-        raise ValueError(f"{path}: no 'kappa_TOT_ave' column")
+    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise KappaTableError(
+            f"{path}: not a pandas-JSON kappa table ({type(exc).__name__}: {exc})"
+        ) from None
+    columns = ", ".join(map(str, df.columns)) or "none"
+    for col in ("mp_id", "kappa_TOT_ave"):
+        if col not in df.columns:
+            raise KappaTableError(f"{path}: no {col!r} column (columns: {columns})")
+    if df.empty:
+        raise KappaTableError(f"{path}: the table has no rows")
+    ids = df["mp_id"].astype(str)
+    dup = sorted(set(ids[ids.duplicated()]))
+    if dup:
+        raise KappaTableError(
+            f"{path}: duplicate mp_id(s) {', '.join(dup)}: each material must appear once"
+        )
     df = df.set_index("mp_id")
     for col in _ARRAY_COLUMNS:
         if col in df.columns:
-            df[col] = [
-                np.asarray(v, dtype=float) if isinstance(v, list) else (np.nan if v is None else v)
-                for v in df[col]
-            ]
+            df[col] = [_numeric_cell(v, path, col, mid) for mid, v in df[col].items()]
     return df
+
+
+def _numeric_cell(value: Any, path: Path, column: str, material: Any) -> Any:
+    """A cell of a numeric column: a list -> float array, null -> NaN, a number stays."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.nan
+    if isinstance(value, bool) or not isinstance(value, (list, int, float, np.number)):
+        raise KappaTableError(
+            f"{path}: {column!r} of {material!r} must be a number or a list of numbers, "
+            f"got {value!r:.80}"
+        )
+    if not isinstance(value, list):
+        return value
+    try:
+        return np.asarray(_none_to_nan(value), dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise KappaTableError(
+            f"{path}: {column!r} of {material!r} is not a numeric array ({exc})"
+        ) from None
+
+
+def _none_to_nan(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_none_to_nan(v) for v in value]
+    return np.nan if value is None else value
+
+
+def read_kappa_table_identity(path: str | os.PathLike) -> dict[str, tuple[str, int | None]]:
+    """``{mp_id: (name, space group)}`` of a kappa table (the reference's formulas, to check
+    that a user structure with a reference id is that material)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"kappa table not found: {path}")
+    data = read_json(path)
+    if "mp_id" not in data or "name" not in data:
+        raise KappaTableError(f"{path}: no 'mp_id' and 'name' columns")
+    groups = data.get("symm.no", {})
+    return {
+        str(mid): (str(data["name"][k]), None if groups.get(k) is None else int(groups[k]))
+        for k, mid in data["mp_id"].items()
+    }
 
 
 def read_kappa_table_ids(path: str | os.PathLike) -> list[str]:
@@ -403,11 +557,35 @@ def write_structure(
 
 
 def read_structure(path: str | os.PathLike) -> tuple[Atoms, dict[str, Any]]:
+    """A structure written by :func:`write_structure` and its record.
+
+    The record's base64 ends in ``=`` padding, which ASE's extxyz key=value parser reads
+    as the start of the next key: the ``pbc`` that follows it is swallowed into the record
+    (and the cell read as periodic). The record is cut at its padding and ``pbc`` is read
+    from the comment line itself.
+    """
     atoms = read(path, format="extxyz")
     encoded = atoms.info.pop("kappaflow_record_b64", None)
+    if encoded:
+        encoded = re.match(r"[A-Za-z0-9+/]*=*", str(encoded)).group(0)
     info = json.loads(base64.b64decode(encoded).decode()) if encoded else {}
+    pbc = _comment_pbc(path)
+    if pbc is not None:
+        atoms.pbc = pbc
     atoms.info = {}
     return atoms, info
+
+
+def _comment_pbc(path: str | os.PathLike) -> list[bool] | None:
+    """``pbc="T T F"`` of the first frame's comment line, or None."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        fh.readline()
+        comment = fh.readline()
+    match = re.search(r'(?:^|\s)pbc="([^"]*)"', comment)
+    if match is None:
+        return None
+    flags = match.group(1).split()
+    return [f in ("T", "t") for f in flags] if len(flags) == 3 else None
 
 
 # ------------------------------------------------------------------- phono3py I/O

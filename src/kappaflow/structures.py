@@ -23,10 +23,118 @@ from kappaflow.settings import StructureDefaults
 #: structures are labelled ``sg<number>``
 STRUCTURE_TYPES = {225: "rs", 216: "zb", 186: "wz"}
 MATERIAL_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
+#: Å; two atoms closer than this are the same place (the shortest bond, H2, is 0.74 Å)
+MIN_DISTANCE = 0.5
+#: Å; a gap of vacuum wider than this along a lattice direction (the planes of atoms
+#: projected on its normal) separates the atoms: no bulk solid has one (the widest of the
+#: 103 reference solids is 3.8 Å, RbI; bcc Cs 4.3 Å, graphite 3.4 Å), a slab, a wire or
+#: isolated atoms do
+MAX_VACUUM_GAP = 6.0
 
 
 class MaterialError(ValueError):
     """Unknown material id or an invalid structure frame (message names it)."""
+
+
+# ------------------------------------------------------------------ frame checks
+
+
+def frame_problem(atoms: Atoms) -> str | None:
+    """Why a frame cannot be a crystal structure at all (an input error), or None: no
+    atoms, an atom without an element, a non-finite cell or position, a cell without
+    volume, atoms on top of each other. A cell that is not periodic in all three
+    directions is a recorded failure of the material instead (:func:`periodicity_problem`)."""
+    if len(atoms) == 0:
+        return "it has no atoms"
+    numbers = np.asarray(atoms.numbers)
+    if np.any(numbers <= 0):
+        j = int(np.flatnonzero(numbers <= 0)[0])
+        return f"atom {j} has no element (symbol {atoms.get_chemical_symbols()[j]!r})"
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    if not np.all(np.isfinite(cell)):
+        return f"the cell has non-finite entries {cell.tolist()}"
+    pos = np.asarray(atoms.positions, dtype=float)
+    if not np.all(np.isfinite(pos)):
+        j = int(np.flatnonzero(~np.all(np.isfinite(pos), axis=1))[0])
+        return f"atom {j} ({atoms[j].symbol}) has a non-finite position {pos[j].tolist()}"
+    volume = abs(float(np.linalg.det(cell)))
+    if volume < 1e-6:
+        return (
+            f"the cell {cell.tolist()} has no volume: a crystal needs three lattice vectors "
+            '(Lattice="ax ay az bx by bz cx cy cz" in the comment line)'
+        )
+    close = closest_pair(atoms, MIN_DISTANCE)
+    if close is not None:
+        i, j, d = close
+        what = f"atom {i} and its own periodic image" if i == j else f"atoms {i} and {j}"
+        return f"{what} are {d:.3f} Å apart (closer than {MIN_DISTANCE} Å: the same place)"
+    return None
+
+
+def closest_pair(atoms: Atoms, cutoff: float) -> tuple[int, int, float] | None:
+    """The closest pair of atoms (minimum image; an atom and its own image when a lattice
+    vector is the shortest) nearer than ``cutoff``, or None."""
+    from ase.geometry import get_distances, minkowski_reduce
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell[:], dtype=float)
+    if pbc.any():
+        reduced, _ = minkowski_reduce(cell, pbc)
+        lengths = np.linalg.norm(reduced[pbc], axis=1)
+        if lengths.min() < cutoff:
+            return 0, 0, float(lengths.min())
+    if len(atoms) < 2:
+        return None
+    if len(atoms) > 200:  # a cell list is faster than all pairs
+        from ase.neighborlist import neighbor_list
+
+        i, j, dist = neighbor_list("ijd", atoms, cutoff, self_interaction=False)
+        if len(dist) == 0:
+            return None
+        k = int(np.argmin(dist))
+        return int(min(i[k], j[k])), int(max(i[k], j[k])), float(dist[k])
+    _, d = get_distances(atoms.positions, cell=cell, pbc=pbc)
+    d[np.diag_indices_from(d)] = np.inf
+    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+    return (int(min(i, j)), int(max(i, j)), float(d[i, j])) if d[i, j] < cutoff else None
+
+
+def periodicity_problem(atoms: Atoms, max_gap: float = MAX_VACUUM_GAP) -> tuple[str, str] | None:
+    """(status, reason) of a cell that cannot give a bulk κ, or None: not periodic in
+    all three directions (``non_periodic``), or atoms separated by a vacuum gap wider
+    than ``max_gap`` Å along a lattice direction (``vacuum_gap``: isolated atoms, a wire,
+    a slab)."""
+    from kappaflow.gates import NON_PERIODIC, VACUUM_GAP
+
+    pbc = [bool(p) for p in atoms.pbc]
+    if not all(pbc):
+        return NON_PERIODIC, (
+            f"the cell is periodic along {sum(pbc)} of 3 lattice vectors (pbc {pbc}): "
+            "κ is the conductivity of a 3-D periodic crystal"
+        )
+    gaps = vacuum_gaps(atoms)
+    worst = int(np.argmax(gaps))
+    if gaps[worst] > max_gap:
+        wide = [f"a{k + 1}" for k in range(3) if gaps[k] > max_gap]
+        return VACUUM_GAP, (
+            f"{gaps[worst]:.2f} Å of vacuum separate the atoms along {', '.join(wide)} "
+            f"(more than {max_gap:g} Å: isolated atoms, a wire or a slab, not a bulk solid)"
+        )
+    return None
+
+
+def vacuum_gaps(atoms: Atoms) -> np.ndarray:
+    """The widest empty slab (Å) between planes of atoms along each lattice direction:
+    fractional coordinates sorted, largest spacing (periodic) times the interplanar
+    distance 1/|b_i|."""
+    frac = np.mod(np.asarray(atoms.get_scaled_positions(wrap=False), dtype=float), 1.0)
+    recip = np.linalg.inv(np.asarray(atoms.cell[:], dtype=float)).T
+    spacing = 1.0 / np.linalg.norm(recip, axis=1)
+    gaps = np.empty(3)
+    for k in range(3):
+        s = np.sort(frac[:, k])
+        gaps[k] = np.max(np.diff(np.concatenate([s, [s[0] + 1.0]]))) * spacing[k]
+    return gaps
 
 
 @dataclass(frozen=True)
@@ -74,12 +182,22 @@ def reduced_formula(atoms: Atoms) -> str:
 
 
 def _diagonal(value: Any, key: str, material: str) -> tuple[int, int, int]:
-    arr = np.asarray(value, dtype=float)
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise MaterialError(
+            f"{material}: {key} must be 3 positive integers (or a diagonal 3x3), got {value!r}"
+        ) from None
     if arr.shape == (3, 3):
         if np.any(np.abs(arr - np.diag(np.diag(arr))) > 0):
             raise MaterialError(f"{material}: {key} must be diagonal, got {arr.tolist()}")
         arr = np.diag(arr)
-    if arr.shape != (3,) or np.any(arr < 1) or np.any(arr != np.round(arr)):
+    if (
+        arr.shape != (3,)
+        or not np.all(np.isfinite(arr))
+        or np.any(arr < 1)
+        or np.any(arr != np.round(arr))
+    ):
         raise MaterialError(f"{material}: {key} must be 3 positive integers, got {value!r}")
     return tuple(int(x) for x in arr)  # type: ignore[return-value]
 
@@ -122,6 +240,11 @@ def material_from_frame(
     if spg is None:
         spg = spacegroup_number(atoms) or 1
         used.append("symm.no")
+    elif not _is_space_group(spg):
+        raise MaterialError(
+            f"frame {index} ({material_id}): symm.no must be a space-group number 1-230, "
+            f"got {spg!r}"
+        )
     if "fc2_supercell" in info:
         fc2 = _diagonal(info["fc2_supercell"], "fc2_supercell", material_id)
     else:
@@ -151,6 +274,14 @@ def material_from_frame(
         q_mesh=mesh,
         defaults_used=tuple(used),
     )
+
+
+def _is_space_group(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool) and number.is_integer() and 1 <= number <= 230
 
 
 def materials_table(

@@ -1,5 +1,7 @@
 """Step 3, anharmonic: fc3 forces -> fc3.hdf5 (PROTOCOL §4), or status-only placeholders
-when the harmonic gate is closed."""
+when the harmonic gate is closed, when a displaced supercell has no force at all
+(``zero_forces``) or when fc3 vanishes on its supercell (``zero_fc3``: a harmonic model,
+whose κ would be limited by isotopes alone)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,19 @@ from typing import Any
 from kappaflow import storage
 from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.forces import ForceError, ForceSettings
-from kappaflow.gates import OK, error_fields, failure_status
+from kappaflow.gates import OK, ZERO_FC3, ZERO_FORCES, error_fields, failure_status
 from kappaflow.progress import Progress
 from kappaflow.runtime import log
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
+
+
+class _Meaningless(Exception):
+    """fc3 that cannot mean anything: its status and reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def run_fc3(
@@ -54,23 +64,40 @@ def run_fc3(
     log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
     if deviations:
         log(f"fc3: PROTOCOL DEVIATION(S): {', '.join(deviations)}")
+    supercells = ph3.supercells_with_displacements
     try:
         run = phonons.force_run(
-            ph3.supercells_with_displacements,
-            loaded,
-            force_settings,
-            progress=Progress("fc3 forces", "supercells"),
+            supercells, loaded, force_settings, progress=Progress("fc3 forces", "supercells")
         )
         log(force_log(run.info))
         t_forces = time.perf_counter() - t0
+        zero = phonons.zero_force_supercells(supercells, run.forces)
+        if zero:
+            n = sum(sc is not None for sc in supercells)
+            raise _Meaningless(
+                ZERO_FORCES,
+                f"{len(zero)} of {n} displaced fc3 supercells have no force on any atom "
+                f"(< {phonons.ZERO_FORCE:g} eV/Å; first: {zero[0]}): the model sees no "
+                "interaction",
+            )
         t1 = time.perf_counter()
         fc3 = phonons.fc3_from_forces(ph3, run.forces, settings)
         t_fit = time.perf_counter() - t1
+        if phonons.fc3_vanishes(fc3):
+            raise _Meaningless(
+                ZERO_FC3,
+                f"every fc3 element is below {phonons.ZERO_FC3:g} eV/Å³ (largest "
+                f"{float(abs(fc3).max()):.2e}): a harmonic model, no phonon-phonon scattering",
+            )
     except ForceError:  # bad forces settings: an input error, not physics
         raise
     except Exception as exc:  # recorded as data (k_SRME ForceConstantError)
-        status = failure_status(exc, "fc3")
-        fields = error_fields(exc)
+        if isinstance(exc, _Meaningless):
+            status = exc.status
+            fields = {"errors": [f"{exc.status}: {exc}"]}
+        else:
+            status = failure_status(exc, "fc3")
+            fields = error_fields(exc)
         log(f"fc3 failed: {fields['errors'][0]}")
         write_fc_placeholders(
             status,

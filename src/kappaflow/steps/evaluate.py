@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from kappaflow import storage
-from kappaflow.gates import OK, is_ok
+from kappaflow.gates import OK, flags, is_ok
 from kappaflow.grid import REFERENCE_TEMPERATURE, has_temperature, temperature_index
 from kappaflow.metrics import is_true
 from kappaflow.reference import ChecksumError, ReferenceNotFoundError, ResolvedDir
 from kappaflow.runtime import log
+from kappaflow.settings import CheckSettings
 from kappaflow.tables import markdown_table
 
 #: array columns of the gathered table (None for a material without κ)
@@ -43,8 +44,16 @@ _DATASETS = {
 }
 
 
-def gather_row(record: dict[str, Any], kappa_hdf5: str | Path) -> dict[str, Any]:
-    """One row of the gathered table (reference column names) from a kappa job's outputs."""
+#: recorded measurements (kappa.json ``checks``) copied into the gathered table
+CHECK_COLUMNS = ("sum_rule_violation", "volume_change")
+
+
+def gather_row(
+    record: dict[str, Any], kappa_hdf5: str | Path, checks: CheckSettings | None = None
+) -> dict[str, Any]:
+    """One row of the gathered table (reference column names) from a kappa job's outputs,
+    with its flags (``checks``: the bounds, default the config's defaults) and the
+    measurements behind them."""
     row: dict[str, Any] = {
         "mp_id": record["mp_id"],
         "name": record["name"],
@@ -62,6 +71,16 @@ def gather_row(record: dict[str, Any], kappa_hdf5: str | Path) -> dict[str, Any]
         "errors": record.get("errors", []),
         "protocol_deviations": ";".join(record.get("protocol_deviations", [])),
     }
+    values = record.get("checks", {})
+    row.update({k: values.get(k) for k in CHECK_COLUMNS})
+    row["flags"] = ";".join(
+        flags(
+            values,
+            record["temperatures"],
+            record["kappa_TOT_ave"] if record["status"] == OK else [],
+            checks or CheckSettings(),
+        )
+    )
     if record["status"] != OK:
         row["kappa_TOT_ave"] = [np.nan] * len(record["temperatures"])
         row.update(dict.fromkeys(_KAPPA_COLUMNS))
@@ -72,12 +91,49 @@ def gather_row(record: dict[str, Any], kappa_hdf5: str | Path) -> dict[str, Any]
 
 
 def run_gather(
-    records: Sequence[str | Path], kappa_files: Sequence[str | Path], out_table: str | Path
+    records: Sequence[str | Path],
+    kappa_files: Sequence[str | Path],
+    out_table: str | Path,
+    checks: CheckSettings | None = None,
 ) -> pd.DataFrame:
-    rows = [gather_row(storage.read_json(r), h) for r, h in zip(records, kappa_files, strict=True)]
+    rows = [
+        gather_row(storage.read_json(r), h, checks)
+        for r, h in zip(records, kappa_files, strict=True)
+    ]
     df = pd.DataFrame(rows)
     storage.write_kappa_table(out_table, df)
     return df
+
+
+def _read_scoring_table(path: str | Path, what: str) -> pd.DataFrame:
+    """A kappa table of the scoring; a file that cannot be read is an input error naming it."""
+    from kappaflow.metrics import InvalidPredictionError, InvalidReferenceError
+
+    try:
+        return storage.read_kappa_table(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        error = InvalidReferenceError if what == "reference" else InvalidPredictionError
+        raise error(f"{what} table {path} could not be read: {exc}") from None
+
+
+def _scored(pred, ref, predictions, reference, temperature, materials, **kw) -> pd.DataFrame:
+    """score_table, its input errors told with the file they are about."""
+    from kappaflow.metrics import (
+        InvalidPredictionError,
+        InvalidReferenceError,
+        check_predictions,
+        score_table,
+    )
+
+    try:
+        check_predictions(pred, temperature)
+        return score_table(pred, ref, temperature, materials, **kw)
+    except InvalidPredictionError as exc:
+        raise InvalidPredictionError(f"predictions {predictions}: {exc}") from None
+    except InvalidReferenceError as exc:
+        raise InvalidReferenceError(f"reference {reference}: {exc}") from None
 
 
 def run_score(
@@ -87,13 +143,20 @@ def run_score(
     out_csv: str | Path,
     materials: Sequence[str] | None = None,
     temperature: float = REFERENCE_TEMPERATURE,
+    checks: CheckSettings | None = None,
 ) -> dict[str, Any]:
-    """Score a kappa table against a reference table; writes the per-material CSV."""
-    from kappaflow.metrics import score_table, summarize
+    """Score a kappa table against a reference table; writes the per-material CSV.
 
-    pred = storage.read_kappa_table(predictions)
-    ref = storage.read_kappa_table(reference)
-    per_material = score_table(pred, ref, temperature, materials)
+    A table that cannot be read, has no rows, duplicate ids, no temperatures or no material
+    at ``temperature``, or mode κ that contradict κ or the reference's q-points, is an
+    input error naming the file (and the material); a material's missing, NaN, infinite or
+    non-positive κ is a failure scored 2.
+    """
+    from kappaflow.metrics import summarize
+
+    pred = _read_scoring_table(predictions, "predictions")
+    ref = _read_scoring_table(reference, "reference")
+    per_material = _scored(pred, ref, predictions, reference, temperature, materials, checks=checks)
     storage.write_csv(out_csv, per_material.reset_index())
     return summarize(per_material)
 
@@ -111,6 +174,8 @@ def _skipped_rows(
             extra.loc[mid, "kappa_TOT_ave"] = (
                 float(kappas[i]) if i is not None and kappas.size == temps.size else np.nan
             )
+            if "flags" in pred.columns:
+                extra.loc[mid, "flags"] = pred.loc[mid, "flags"] or ""
     return extra
 
 
@@ -123,6 +188,7 @@ def run_model_metrics(
     temperature: float = REFERENCE_TEMPERATURE,
     computed_temperatures: Sequence[float] | None = None,
     reference_model: str | None = None,
+    checks: CheckSettings | None = None,
 ) -> dict[str, Any]:
     """Workflow metrics of one model at ``temperature`` (the reference's 300 K).
 
@@ -131,11 +197,11 @@ def run_model_metrics(
     note instead of being scored as failed. With another model's gathered table as the
     reference (``reference_model``), materials where that model failed are skipped too.
     """
-    from kappaflow.metrics import score_table, summarize
+    from kappaflow.metrics import summarize
 
-    pred = storage.read_kappa_table(table)
+    pred = _read_scoring_table(table, "predictions")
     ref = (
-        storage.read_kappa_table(reference)
+        _read_scoring_table(reference, "reference")
         if reference is not None
         else pd.DataFrame(columns=["kappa_TOT_ave"])
     )
@@ -144,16 +210,24 @@ def run_model_metrics(
         ref = ref[[usable_as_reference(row, temperature) for _, row in ref.iterrows()]]
     scored = [m for m in materials if m in ref.index] if computed else []
     skipped = [m for m in materials if m not in scored]
-    if scored:
-        per_material = score_table(pred, ref, temperature, scored)
+    if scored:  # the workflow's own table: a coarse test mesh leaves SRME NaN with a note
+        per_material = _scored(
+            pred, ref, table, reference, temperature, scored, grid="note", checks=checks
+        )
         summary = summarize(per_material)
         summary.update(_quoted(per_material, pred, ref, scored))
     else:
         per_material = pd.DataFrame(
-            columns=["name", "SRD", "SRE", "SRME", "failed", "failure", "note"]
+            columns=["name", "SRD", "SRE", "SRME", "failed", "failure", "note", "flags"]
         )
         per_material.index.name = "mp_id"
-        summary = {"n_materials": 0, "n_failed": 0, "mean_SRME": np.nan, "mean_SRE": np.nan}
+        summary = {
+            "n_materials": 0,
+            "n_failed": 0,
+            "mean_SRME": np.nan,
+            "mean_SRE": np.nan,
+            "n_flagged": 0,
+        }
     if skipped:
         if not computed:
             note = f"{temperature:g} K not among the computed temperatures: metrics skipped"
@@ -219,6 +293,7 @@ SUMMARY_COLUMNS = (
     "mean_SRME",
     "mean_SRE",
     "n_failed",
+    "n_flagged",
     "mean_SRME_success",
     "frac_within_factor_2",
     "failure_rate",

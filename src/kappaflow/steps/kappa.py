@@ -1,5 +1,9 @@
 """Step 4, κ: the Wigner transport equation in the RTA at every temperature (PROTOCOL §5)
--> kappa.hdf5 (phono3py's dataset names plus k_SRME's) and the small kappa.json record."""
+-> kappa.hdf5 (phono3py's dataset names plus k_SRME's) and the small kappa.json record.
+
+A κ that is not finite (``nonfinite_kappa``), or not positive above 0 K
+(``nonpositive_kappa``), is a recorded failure with status-only placeholders; the values
+computed are kept in the record (``kappa_TOT_ave_computed``)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import numpy as np
 
 from kappaflow import storage
 from kappaflow.conductivity import TRANSPORT_TYPE, KappaResult, kappa_ave
-from kappaflow.gates import OK, error_fields, step_error
+from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, OK, error_fields, step_error
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
 from kappaflow.steps.common import material_of, write_placeholders
@@ -48,6 +52,31 @@ def kappa_datasets(result: KappaResult) -> dict[str, Any]:
     }
 
 
+def kappa_problem(
+    temperatures: Any, kappa_tot: Any, mode_kappa_tot: Any = None
+) -> tuple[str, str] | None:
+    """(status, reason) of a κ that cannot mean anything, else None: a NaN or infinite κ
+    (Voigt tensor, or a mode κ) at any temperature, or, above 0 K, a trace average or a
+    diagonal component (xx, yy, zz) that is not positive. At 0 K κ is 0."""
+    temps = np.atleast_1d(np.asarray(temperatures, dtype=float))
+    k = np.asarray(kappa_tot, dtype=float).reshape(len(temps), -1)
+    mode_ok = mode_kappa_tot is None or bool(np.all(np.isfinite(mode_kappa_tot)))
+    bad = [t for t, row in zip(temps, k, strict=True) if not np.all(np.isfinite(row))]
+    if bad or not mode_ok:
+        where = f"at {', '.join(f'{t:g}' for t in bad)} K" if bad else "in the mode κ"
+        return NONFINITE_KAPPA, f"κ is NaN or infinite {where}"
+    diag = k[:, :3]
+    ave = diag.mean(axis=1)
+    low = [(t, a, d) for t, a, d in zip(temps, ave, diag, strict=True) if t > 0 and np.min(d) <= 0]
+    if low:
+        t, a, d = low[0]
+        return NONPOSITIVE_KAPPA, (
+            f"κ at {t:g} K is not positive: κ_TOT_ave {a:.6g}, (xx, yy, zz) "
+            f"({', '.join(f'{x:.6g}' for x in d)}) W/mK"
+        )
+    return None
+
+
 def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) -> list[str]:
     """Every opt-in deviation from the protocol behind one result: the fc3 approximations
     of ``settings`` and a non-default model dtype. Empty for the published protocol."""
@@ -81,6 +110,7 @@ def _record(relax_record: dict[str, Any], the_gate: dict[str, Any], settings: Ka
         },
         "timing_s": {**relax_record.get("timing_s", {}), **the_gate.get("timing_s", {})},
         "errors": list(the_gate.get("errors", [])),
+        "checks": dict(the_gate.get("checks", {})),
         "protocol_deviations": protocol_deviations(settings.phono3py, the_gate["model"]),
     }
     if the_gate.get("force_evaluation"):
@@ -142,6 +172,17 @@ def run_kappa(
             record["error_traceback"] = fields["error_traceback"]
             log(f"κ failed: {fields['errors'][0]}")
         record["timing_s"]["kappa"] = time.perf_counter() - t0
+        problem = (
+            None
+            if result is None
+            else kappa_problem(result.temperatures, result.kappa_TOT_RTA, result.mode_kappa_TOT)
+        )
+        if problem is not None:
+            record["status"] = problem[0]
+            record["errors"].append(f"{problem[0]}: {problem[1]}")
+            record["kappa_TOT_ave_computed"] = np.asarray(result.kappa_TOT_ave).tolist()
+            log(f"κ failed: {record['errors'][-1]}")
+            result = None
     labels = {"protocol_deviations": json.dumps(record["protocol_deviations"])}
     if result is None:
         record["kappa_TOT_ave"] = [None] * len(settings.temperatures)
