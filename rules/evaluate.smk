@@ -31,6 +31,8 @@ rule gather:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        checks=config["checks"],
     script:
         "../scripts/gather.py"
 
@@ -63,6 +65,7 @@ rule metrics:
         temperature=REFERENCE_TEMPERATURE,
         computed_temperatures=TEMPS,
         reference_model=CONFIG.reference_model,
+        checks=config["checks"],
     script:
         "../scripts/metrics.py"
 

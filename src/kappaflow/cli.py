@@ -134,7 +134,7 @@ def _todo(args, cfg, files, spec, material, kappa) -> tuple[str, ...]:
 
 def cmd_kappa(args: argparse.Namespace) -> int:
     from kappaflow import storage
-    from kappaflow.gates import OK
+    from kappaflow.gates import OK, flags
     from kappaflow.layout import material_files
     from kappaflow.steps.anharmonic import run_fc3
     from kappaflow.steps.kappa import run_kappa
@@ -175,8 +175,18 @@ def cmd_kappa(args: argparse.Namespace) -> int:
         )
     record = storage.read_json(files["record"])
     if record["status"] != OK:
+        if record.get("errors"):
+            print(f"[kappaflow] {args.material}: {record['errors'][-1]}", file=sys.stderr)
         print(f"status={record['status']}")
         return 0
+    found = flags(
+        record.get("checks", {}),
+        record["temperatures"],
+        record["kappa_TOT_ave"],
+        cfg.settings.checks,
+    )
+    if found:  # suspicious, not failed: scored, and flagged in the tables
+        print(f"flags={','.join(found)}")
     for t, k in zip(record["temperatures"], record["kappa_TOT_ave"], strict=True):
         print(f"kappa_TOT_ave_{t:g}K={_fmt(k)}")
     return 0

@@ -551,7 +551,9 @@ def write_structure(
     if info:
         # base64: extxyz info strings cannot carry arbitrary quotes/newlines (tracebacks)
         text = json.dumps(_clean_nan(json.loads(json.dumps(info, default=_default))))
-        atoms.info["kappaflow_record_b64"] = base64.b64encode(text.encode()).decode()
+        # no "=" padding: ASE reads an info value ending in "=" as key=value and loses the
+        # key after it (pbc); the reader restores the padding
+        atoms.info["kappaflow_record_b64"] = base64.b64encode(text.encode()).decode().rstrip("=")
     with atomic_path(path) as tmp:
         write(tmp, atoms, format="extxyz")
 
@@ -567,7 +569,8 @@ def read_structure(path: str | os.PathLike) -> tuple[Atoms, dict[str, Any]]:
     atoms = read(path, format="extxyz")
     encoded = atoms.info.pop("kappaflow_record_b64", None)
     if encoded:
-        encoded = re.match(r"[A-Za-z0-9+/]*=*", str(encoded)).group(0)
+        encoded = re.match(r"[A-Za-z0-9+/]*", str(encoded)).group(0)
+        encoded += "=" * (-len(encoded) % 4)  # written without its padding
     info = json.loads(base64.b64decode(encoded).decode()) if encoded else {}
     pbc = _comment_pbc(path)
     if pbc is not None:

@@ -73,7 +73,8 @@ def run_fc2(
     cell = periodicity_problem(atoms)
     if cell is not None:  # before a relax failure: the cause, not its consequence
         failure = cell[0]
-        out["errors"].append(f"{cell[0]}: {cell[1]}")
+        if f"{cell[0]}: {cell[1]}" not in out["errors"]:
+            out["errors"].append(f"{cell[0]}: {cell[1]}")
     if failure is None:
         loaded = loaded or load_calculator(model, device, model_dir)
         out["model"] = loaded.info

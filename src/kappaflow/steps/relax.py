@@ -13,7 +13,13 @@ from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.gates import OK, error_fields, failure_status
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import RelaxSettings, StructureDefaults
-from kappaflow.structures import MaterialError, MaterialSpec, frame_for, materials_table
+from kappaflow.structures import (
+    MaterialError,
+    MaterialSpec,
+    frame_for,
+    materials_table,
+    periodicity_problem,
+)
 
 
 def load_material(
@@ -60,20 +66,28 @@ def run_relax(
         "model": loaded.info,
         "status": OK,
     }
-    try:
-        result = relax_structure(atoms, loaded.calculator, settings)
-    except Exception as exc:  # recorded as data, as k_SRME's RelaxError
-        record.update(status=failure_status(exc, "relax"), **error_fields(exc))
+    problem = periodicity_problem(atoms)
+    if problem is not None:  # not a crystal: nothing to relax (recorded, as the fc2 gate)
+        record.update(status=problem[0], errors=[f"{problem[0]}: {problem[1]}"])
         record["relax"] = unrelaxed_record(atoms, settings.symprec)
-        log(f"relax failed: {record['errors'][0]}")
+        log(f"relax skipped: {problem[1]}")
         out_atoms = atoms
     else:
-        log(
-            f"relaxed in {result.steps} steps, space group {result.initial_space_group_number} -> "
-            f"{result.relaxed_space_group_number}, max force {result.max_force:.2e} eV/Å"
-        )
-        record["relax"] = result.record()
-        out_atoms = result.atoms
+        try:
+            result = relax_structure(atoms, loaded.calculator, settings)
+        except Exception as exc:  # recorded as data, as k_SRME's RelaxError
+            record.update(status=failure_status(exc, "relax"), **error_fields(exc))
+            record["relax"] = unrelaxed_record(atoms, settings.symprec)
+            log(f"relax failed: {record['errors'][0]}")
+            out_atoms = atoms
+        else:
+            log(
+                f"relaxed in {result.steps} steps, space group "
+                f"{result.initial_space_group_number} -> {result.relaxed_space_group_number}, "
+                f"max force {result.max_force:.2e} eV/Å"
+            )
+            record["relax"] = result.record()
+            out_atoms = result.atoms
     record["timing_s"] = {"relax": time.perf_counter() - t0}
     record["provenance"] = provenance()
     storage.write_structure(out_relaxed, out_atoms, record)
