@@ -166,9 +166,13 @@ def test_alpha_plot_user_sg225_material_lands_in_other(grun, tmp_path, figures):
         out_svg=out,
     )
     texts = _svg_comments(out)
-    assert "emt: rs" in texts and "emt: other" in texts and "Cu-sg225" in texts
+    assert "emt: rs (0 materials)" in texts and "emt: other (1 material)" in texts
+    assert "Cu-sg225" in texts
     fig = figures["alpha.svg"]
-    assert [ax.get_title() for ax in fig.axes] == ["emt: rs", "emt: other"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "emt: rs (0 materials)",
+        "emt: other (1 material)",
+    ]
     rs, other = fig.axes
     assert len(rs.lines) == 0  # Ag failed: no curve at all
     curve = storage.read_csv(files["Cu"]["thermal_expansion"])
@@ -194,9 +198,10 @@ def test_alpha_plot_flagged_material_is_dashed(grun, tmp_path, figures):
         curves=[files["Cu"]["thermal_expansion"]] * 2,
         records=[files["Cu"]["gruneisen"], tmp_path / "flagged.json"],
         model="emt",
+        out_png=tmp_path / "a.png",
         out_svg=tmp_path / "a.svg",
     )
     (other,) = figures["a.svg"].axes
-    assert other.get_title() == "emt: other"
+    assert other.get_title() == "emt: other (2 materials)"
     styles = {ln.get_label(): ln.get_linestyle() for ln in other.lines if ln.get_label()[0] != "_"}
     assert styles == {"Cu-sg225": "-", "Cu2-sg225": "--"}

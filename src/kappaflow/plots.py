@@ -54,6 +54,10 @@ def legible(func: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
+def _materials(n: int) -> str:
+    return f"{n} material" if n == 1 else f"{n} materials"
+
+
 def _kappa_limits(frames: list[pd.DataFrame]) -> tuple[float, float]:
     vals = [
         df[c].to_numpy(float)
@@ -328,7 +332,7 @@ def kappa_vs_temperature(table: pd.DataFrame, model: str) -> Figure:
     ax.set_yscale("log")
     ax.set_xlabel("temperature T (K)")
     ax.set_ylabel(r"$\kappa_{\mathrm{TOT}}$ " + KAPPA_UNIT)
-    ax.set_title(f"{model}: Wigner RTA conductivity ({len(ax.lines)} materials)")
+    ax.set_title(f"{model}: Wigner RTA conductivity ({_materials(len(ax.lines))})")
     _label_lines(ax, max_legend=24)
     fig.tight_layout()
     return fig
@@ -461,7 +465,7 @@ def alpha_curves(data: list[tuple[str, str, str, pd.DataFrame]], model: str) -> 
             if above.any():
                 ax.plot(t[above], a[above], ":", lw=1.2, color=line.get_color(), label="_")
         n_curves = len([ln for ln in ax.lines if not ln.get_label().startswith("_")])
-        ax.set_title(f"{model}: {kind} ({n_curves} materials)")
+        ax.set_title(f"{model}: {kind} ({_materials(n_curves)})")
         ax.set_xlabel("temperature T (K)")
         ax.set_ylabel(r"$\alpha_V$ (10$^{-6}$ K$^{-1}$)")
         _label_lines(ax, max_legend=12)

@@ -481,11 +481,12 @@ def read_kappa_table_ids(path: str | os.PathLike) -> list[str]:
 
 
 def write_kappa_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
-    """Write a gathered table in the reference layout (pandas to_json, orient=columns)."""
+    """Write a gathered table in the reference layout (pandas to_json, orient=columns),
+    with 15 significant digits (pandas' default of 10 would round κ at 1e-10)."""
     out = df.reset_index() if df.index.name == "mp_id" else df.copy()
     for col in out.columns:
         out[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in out[col]]
-    text = out.to_json()
+    text = out.to_json(double_precision=15)
     with atomic_path(path) as tmp:
         with gzip.open(tmp, "wt", encoding="utf-8") as fh:
             fh.write(text)
