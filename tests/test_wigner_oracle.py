@@ -194,7 +194,13 @@ def write_linewidths(result, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def lj_case(tmp_path_factory):
     """kappaflow on the LJ zincblende: fc2, fc3 (x FC3_SCALE), κ in both conventions."""
-    from kappaflow import io
+    from phono3py.file_IO import (
+        read_fc2_from_hdf5,
+        read_fc3_from_hdf5,
+        write_fc2_to_hdf5,
+        write_fc3_to_hdf5,
+    )
+
     from kappaflow.conductivity import compute_kappa
     from kappaflow.phonons import (
         compute_forces,
@@ -215,9 +221,11 @@ def lj_case(tmp_path_factory):
     fc2 = fc2_from_forces(ph3, compute_forces(ph3.phonon_supercells_with_displacements, calc))
     fc3 = FC3_SCALE * fc3_from_forces(ph3, compute_forces(ph3.supercells_with_displacements, calc))
     assert not has_imaginary_modes(grid_frequencies(atoms, spec, fc2, settings))
-    io.write_fc(work / "fc2.hdf5", 2, fc2, ph3.phonon_primitive.p2s_map)
-    io.write_fc(work / "fc3.hdf5", 3, fc3, ph3.primitive.p2s_map)
-    fc2, fc3 = io.read_fc(work / "fc2.hdf5", 2), io.read_fc(work / "fc3.hdf5", 3)
+    # phono3py's fc2/fc3 hdf5 format, as kappaflow writes them
+    write_fc2_to_hdf5(fc2, filename=str(work / "fc2.hdf5"), p2s_map=ph3.phonon_primitive.p2s_map)
+    write_fc3_to_hdf5(fc3, filename=str(work / "fc3.hdf5"), p2s_map=ph3.primitive.p2s_map)
+    fc2 = read_fc2_from_hdf5(str(work / "fc2.hdf5"))
+    fc3 = read_fc3_from_hdf5(str(work / "fc3.hdf5"))
     results = {}
     for convention in ("reference", "phono3py4"):
         ph = init_phono3py(atoms, spec, settings, displace=False)
@@ -427,3 +435,69 @@ def test_unknown_convention_is_refused():
 
     with pytest.raises(ValueError, match="kappa convention must be one of reference, phono3py4"):
         compute_kappa(None, None, None, [300.0], None, convention="phono3py3")
+
+
+# ----------------------------------------------------------------------------- CHGNet GaAs-zb
+
+
+def _published(published_dir: Path, table: str, mp_id: str) -> float:
+    import pandas as pd
+
+    frame = pd.read_csv(published_dir / "kappa" / f"{table}.csv").set_index("mp_id")
+    return float(frame.loc[mp_id, "kappa_TOT_ave"])
+
+
+@pytest.mark.slow
+@pytest.mark.realmodel
+def test_chgnet_gaas_reference_kappa_equals_phono3py3(
+    tmp_path, reference_dir, published_dir, phono3py3_python
+):
+    """CHGNet 0.3.0 GaAs-zb (mp-2534), full protocol (mesh 19³): κ_C ≈ 85 % of κ.
+
+    kappaflow's default κ = phono3py 3.19.4 on the same relaxed cell, fc2 and fc3 to 1e-6
+    given the same linewidths; κ_TOT within 1 % of k_SRME's published 0.0238 W/mK, and
+    phono3py 3.19.4's own full run within 0.3 % of it (the published value has 3 digits)."""
+    pytest.importorskip("chgnet")
+    from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5
+
+    try:
+        from kappaflow import storage
+    except ImportError:  # before the issue-14 redesign the module was kappaflow.io
+        from kappaflow import io as storage
+    from kappaflow.conductivity import compute_kappa
+    from kappaflow.phonons import init_phono3py
+    from kappaflow.settings import Phono3pySettings
+    from kappaflow.structures import MaterialSpec
+
+    out = tmp_path / "mp-2534"
+    args = [sys.executable, "-m", "kappaflow.cli", "kappa", "--model", "chgnet-0.3.0"]
+    args += ["--material", "mp-2534", "--out", str(out), "--threads", "2"]
+    args += ["--reference-dir", str(reference_dir)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=7200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    atoms, record = storage.read_structure(out / "relaxed.extxyz")
+    spec = dict(record["material"])
+    for key in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
+        spec[key] = tuple(spec[key])
+    material = MaterialSpec(**spec)
+    settings = Phono3pySettings()
+    ph3 = init_phono3py(atoms, material, settings, displace=False)
+    fc2 = read_fc2_from_hdf5(str(out / "fc2.hdf5"))
+    fc3 = read_fc3_from_hdf5(str(out / "fc3.hdf5"))
+    result = compute_kappa(ph3, fc2, fc3, [300.0], settings)
+    inp = oracle_input(
+        ph3,
+        out / "fc2.hdf5",
+        out / "fc3.hdf5",
+        material.q_mesh,
+        [300.0],
+        settings.boundary_mfp,
+        write_linewidths(result, tmp_path / "linewidths.npz"),
+    )
+    oracle = run_oracle(phono3py3_python, inp, tmp_path)
+    compare_with_oracle(result, oracle, "given_")
+    published = _published(published_dir, "CHGNet", "mp-2534")
+    kappa = kappa_ave(result.kappa_TOT_RTA)[0]
+    assert kappa_ave(result.kappa_C)[0] > 0.7 * kappa
+    assert kappa == pytest.approx(published, rel=0.01)
+    assert kappa_ave(oracle["own_kappa_TOT_RTA"])[0] == pytest.approx(published, rel=0.003)
