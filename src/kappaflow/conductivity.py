@@ -129,47 +129,70 @@ def sqrt_dynamical_matrix(dm: np.ndarray, zero_acoustic: bool) -> np.ndarray:
     return u @ omega @ u.conj().T
 
 
-def velocity_operator(
+def velocity_operators(
     dynmat: Any,
-    q: np.ndarray,
+    qpoints: np.ndarray,
     frequency_factor: float,
     q_length: float = VELOCITY_OPERATOR_Q_LENGTH,
 ) -> np.ndarray:
-    """Velocity operator V^α_ss'(q) = <e_s| ∂√D/∂q_α |e_s'> in THz·Å (phono3py 3.x convention).
+    """Velocity operators V^α_ss'(q) = <e_s| ∂√D/∂q_α |e_s'> in THz·Å (phono3py 3.x convention).
 
     Central finite difference of √D along each Cartesian axis with |Δq| = ``q_length``
     (1/Å), projected on the ``numpy.linalg.eigh`` eigenvectors of D(q) and made Hermitian,
-    exactly as phono3py 3.19 ``phono3py/phonon/velocity_operator.py``. ``dynmat`` is a
-    phonopy ``DynamicalMatrix`` (phono3py 4.10's ``Interaction.dynamical_matrix``).
+    as phono3py 3.19 ``phono3py/phonon/velocity_operator.py``. ``dynmat`` is a phonopy
+    ``DynamicalMatrix`` (phono3py 4.10's ``Interaction.dynamical_matrix``); the 7 matrices
+    per q-point are built in one batched call (bitwise equal to ``dynmat.run`` one by one,
+    about 60x faster for the C backend).
+
+    Parameters
+    ----------
+    qpoints : (n_q, 3) reduced coordinates
 
     Returns
     -------
-    (n_band, n_band, 3) complex
+    (n_q, n_band, n_band, 3) complex
     """
-    from phonopy.harmonic.dynamical_matrix import DynamicalMatrixNAC
+    from phonopy.harmonic.dynamical_matrix import (
+        DynamicalMatrixNAC,
+        get_dynamical_matrices_at_qpoints,
+    )
 
     if isinstance(dynmat, DynamicalMatrixNAC):
         raise ValueError(
             "the reference velocity operator is implemented without NAC "
             "(kappaflow never applies NAC to model force constants)"
         )
-    q = np.asarray(q, dtype=float)
-    dynmat.run(q)
-    _, u = np.linalg.eigh(dynmat.dynamical_matrix)
+    qpoints = np.atleast_2d(np.asarray(qpoints, dtype=float))
     lattice = np.asarray(dynmat.primitive.cell)  # Cartesian Δq -> reduced: lattice @ Δq
-    out = np.zeros((*u.shape, 3), dtype=complex)
+    dq = (lattice @ (np.eye(3) * q_length)).T  # row α: reduced step along Cartesian α
+    points = [qpoints]
     for axis in range(3):
-        dq_cart = np.zeros(3)
-        dq_cart[axis] = q_length
-        dq = lattice @ dq_cart
-        near_gamma = bool(np.linalg.norm(q) < np.linalg.norm(dq))
-        dynmat.run(q - dq)
-        lower = sqrt_dynamical_matrix(dynmat.dynamical_matrix, near_gamma)
-        dynmat.run(q + dq)
-        upper = sqrt_dynamical_matrix(dynmat.dynamical_matrix, near_gamma)
-        v = u.conj().T @ ((upper - lower) / q_length / 2) @ u * frequency_factor
-        out[:, :, axis] = (v.conj().T + v) / 2
+        points += [qpoints - dq[axis], qpoints + dq[axis]]
+    dms = get_dynamical_matrices_at_qpoints(dynmat, np.concatenate(points), is_nac=False)
+    n_q = len(qpoints)
+    dms = dms.reshape(7, n_q, *dms.shape[1:])
+    out = np.zeros((n_q, *dms.shape[2:], 3), dtype=complex)
+    for i, q in enumerate(qpoints):
+        _, u = np.linalg.eigh(dms[0, i])
+        for axis in range(3):
+            near_gamma = bool(np.linalg.norm(q) < np.linalg.norm(dq[axis]))
+            lower = sqrt_dynamical_matrix(dms[1 + 2 * axis, i], near_gamma)
+            upper = sqrt_dynamical_matrix(dms[2 + 2 * axis, i], near_gamma)
+            v = u.conj().T @ ((upper - lower) / q_length / 2) @ u * frequency_factor
+            out[i, :, :, axis] = (v.conj().T + v) / 2
     return out
+
+
+def velocity_operator(
+    dynmat: Any,
+    q: np.ndarray,
+    frequency_factor: float,
+    q_length: float = VELOCITY_OPERATOR_Q_LENGTH,
+) -> np.ndarray:
+    """:func:`velocity_operators` at one q-point: (n_band, n_band, 3) complex."""
+    return velocity_operators(dynmat, np.asarray(q, dtype=float)[None], frequency_factor, q_length)[
+        0
+    ]
 
 
 def operator_group_velocities(vop: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
@@ -307,23 +330,23 @@ def reference_velocity_products(
     from phonopy.phonon.grid import get_grid_points_by_rotations, get_qpoints_from_bz_grid_points
 
     bz_grid = interaction.bz_grid
-    dynmat = interaction.dynamical_matrix
-    factor = interaction.frequency_factor_to_THz
     frequencies = interaction.phonons.frequencies
     rotations = bz_grid.rotations_cartesian
-    vops, products, gvs = [], [], []
+    grid_points = np.asarray(grid_points)
+    qpoints = np.array([get_qpoints_from_bz_grid_points(int(gp), bz_grid) for gp in grid_points])
+    vops = velocity_operators(
+        interaction.dynamical_matrix, qpoints, interaction.frequency_factor_to_THz
+    )
+    products, gvs = [], []
     n_sampling = 0
-    for gp in np.asarray(grid_points):
-        q = get_qpoints_from_bz_grid_points(int(gp), bz_grid)
-        vop = velocity_operator(dynmat, q, factor)
+    for gp, vop in zip(grid_points, vops, strict=True):
         rotation_map = get_grid_points_by_rotations(int(gp), bz_grid)
         n_star = len(np.unique(rotation_map))
         n_sampling += n_star
-        vops.append(vop)
         products.append(star_outer_product(vop, rotations, len(rotation_map) // n_star))
         gvs.append(operator_group_velocities(vop, frequencies[gp]))
     return VelocityOperatorProducts(
-        velocity_operator=np.array(vops),
+        velocity_operator=vops,
         gv_by_gv=np.array(products),
         group_velocities=np.array(gvs),
         n_sampling=n_sampling,
