@@ -1,5 +1,5 @@
 """kappaflow.runtime (threads, scheduler context, runtime raise) and the SLURM-log reader
-of kappaflow.io."""
+of kappaflow.storage."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ config ``finetune:``) chains export -> (teacher labels)
 tables and parity plots; the CLI exposes each step for one run at a time.
 
 Pure functions on ASE Atoms, numpy arrays and pandas tables; files are read and written by
-kappaflow.io, mace is run as a subprocess (``python -m mace.cli.run_train``).
+kappaflow.storage, mace is run as a subprocess (``python -m mace.cli.run_train``).
 
 Choices made in the open (config ``finetune:``, README "Fine-tuning"):
 - exported structures are built on the *reference* (PhononDB/DFT) geometry of each

@@ -8,7 +8,7 @@ Resolution order (first hit wins), the same for the CLI and the workflow:
 4. ``resources/reference/``, which is filled by download (sha256-checked) on first use.
 
 This module is pure: it names files, checksums and URLs and decides the order.
-Reading, hashing and downloading is done by :mod:`kappaflow.io`.
+Reading, hashing and downloading is done by :mod:`kappaflow.storage`.
 """
 
 from __future__ import annotations
