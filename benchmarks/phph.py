@@ -20,6 +20,12 @@ element of each array) and ``speedup=<baseline median / engine median>``.
 ``--split N``: instead, the time split of the C default path per grid point on N sampled
 irreducible grid points (interaction, tetrahedron weights, self-energy sum, isotope) and the
 engine's time on the same points.
+
+``--c-vs-rust``: instead, the minimal reproduction of the C-vs-Rust κ difference of
+tests/test_conductivity.py (EMT fcc Cu, fc2 4x4x4, fc3 3x3x3, mesh 5x5x5, no model needed):
+|Φ|², tetrahedron weights, isotope γ and degeneracy sets compared separately between C, Rust,
+phono3py's Python reference and the engine, then κ with the phonons of one backend in the
+other, with random bases of the degenerate subspaces, and with averaged weights.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ mode_p, mode_c = split_mode_kappa(matrix[0], tc.frequencies, tc.mode_heat_capaci
 n = float(np.prod(tc.mesh_numbers))
 np.savez(out + "/kappa.npz", kappa=np.asarray(tc.kappa)[0], kappa_P=mode_p.sum(axis=(1, 2)) / n,
          kappa_C=mode_c.sum(axis=(1, 2)) / n, mode_kappa_P=mode_p, mode_kappa_C=mode_c,
-         mode_kappa=np.asarray(tc.mode_kappa)[0], gamma=np.asarray(tc.gamma)[0])
+         mode_kappa=mode_p + mode_c, gamma=np.asarray(tc.gamma)[0])
 gpu_mb = None
 if device.startswith("cuda") and engine == "kappaflow":
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -146,6 +152,130 @@ print(json.dumps({{"n_gp": len(gps), "n_triplets": int(sum(n_triplets)), "rows":
 """
 
 
+C_VS_RUST = r"""
+import os
+os.environ["OMP_NUM_THREADS"] = os.environ["RAYON_NUM_THREADS"] = "1"
+import numpy as np
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from phonopy.phonon.grid import get_ir_grid_points
+from phono3py.other.isotope import Isotope
+from phono3py.phonon3.real_to_reciprocal import RealToReciprocal
+from phono3py.phonon3.reciprocal_to_normal import ReciprocalToNormal
+from phono3py.phonon3.triplets import get_triplets_integration_weights
+from kappaflow.phonons import compute_forces, fc2_from_forces, fc3_from_forces, init_phono3py
+from kappaflow.phph.engine import PhphEngine
+from kappaflow.relax import relax_structure
+from kappaflow.settings import Phono3pySettings
+from kappaflow.structures import material_from_frame
+
+atoms = bulk("Cu", "fcc", a=3.59)
+atoms.info = {"material_id": "Cu", "fc2_supercell": [4, 4, 4], "fc3_supercell": [3, 3, 3],
+              "q_mesh": [5, 5, 5]}
+spec = material_from_frame(atoms, 0)
+relaxed = relax_structure(atoms, EMT()).atoms
+ph3 = init_phono3py(relaxed, spec, Phono3pySettings())
+fc2 = fc2_from_forces(ph3, compute_forces(ph3.phonon_supercells_with_displacements, EMT()))
+fc3 = fc3_from_forces(ph3, compute_forces(ph3.supercells_with_displacements, EMT()))
+
+def make(backend, avg=False, phonons=None):
+    p = init_phono3py(relaxed, spec, Phono3pySettings(backend=backend), displace=False)
+    p.fc2, p.fc3 = fc2, fc3
+    p.init_phph_interaction(symmetrize_fc3q=False, average_degenerate_weights=avg)
+    pp = p.phph_interaction
+    pp.run_phonon_solver()
+    if phonons is not None:
+        pp.set_phonon_data(phonons[0].copy(), phonons[1].copy(), pp.bz_grid.addresses)
+    return p
+
+def kappa(p, iso=True):
+    p.run_thermal_conductivity(temperatures=[300.0], is_isotope=iso, boundary_mfp=1e6,
+                               transport_type="SMM19", log_level=0)
+    return float(p.thermal_conductivity.kappa[0, 0, 0])
+
+c, r = make("C"), make("Rust")
+pc, pr = c.phph_interaction.phonons, r.phph_interaction.phonons
+ids = pc.degenerate_ids
+proj = max(np.abs(pc.eigenvectors[g][:, b] @ pc.eigenvectors[g][:, b].conj().T
+                  - pr.eigenvectors[g][:, b] @ pr.eigenvectors[g][:, b].conj().T).max()
+           for g in range(len(ids)) for b in [np.nonzero(ids[g] == s)[0] for s in np.unique(ids[g])])
+print(f"phonons: max |Δf| {np.abs(pc.frequencies - pr.frequencies).max():.1e} THz; "
+      f"degenerate sets equal: {np.array_equal(pc.degenerate_ids, pr.degenerate_ids)}; "
+      f"max |Δe| {np.abs(pc.eigenvectors - pr.eigenvectors).max():.2f}; max Δ of the "
+      f"projector onto each degenerate set {proj:.1e} (same subspaces, other bases)")
+exact = lambda ph: sum(int(np.sum(f[:, None] == f[None, :])) - len(f) for f in ph.frequencies) // 2
+print(f"bitwise-equal frequency pairs: C {exact(pc)}, Rust {exact(pr)}")
+pp = c.phph_interaction
+ppr = make("Rust", phonons=(pc.frequencies, pc.eigenvectors)).phph_interaction
+engine = PhphEngine(pp, threads=1, memory_mb=256)
+ir = np.asarray(pp.bz_grid.grg2bzg[get_ir_grid_points(pp.bz_grid)[0]])
+d = {"Rust": 0.0, "engine": 0.0, "Python": 0.0, "weights": 0.0}
+scale = wscale = 0.0
+for gp in ir[1:]:
+    pp.set_grid_point(int(gp)); pp.run()
+    ref = pp.interaction_strength.copy(); tri = pp.get_triplets_at_q()[0]
+    ppr.set_grid_point(int(gp)); ppr.run()
+    scale = max(scale, np.abs(ref).max())
+    d["Rust"] = max(d["Rust"], np.abs(ppr.interaction_strength - ref).max())
+    d["engine"] = max(d["engine"], np.abs(engine.interaction_strength(tri) - ref).max())
+    r2r = RealToReciprocal(pp.fc3, pp.primitive, pp.mesh_numbers, make_r0_average=True,
+                           all_shortest=pp.all_shortest)
+    r2n = ReciprocalToNormal(pp.primitive, pp.phonons.frequencies, pp.phonons.eigenvectors,
+                             pp.band_indices, cutoff_frequency=pp.cutoff_frequency)
+    for i, t in enumerate(tri[:3]):
+        r2r.run(pp.bz_grid.addresses[t]); r2n.run(r2r.get_fc3_reciprocal(), t)
+        py = np.abs(r2n.get_reciprocal_to_normal()) ** 2 * pp.unit_conversion_factor
+        d["Python"] = max(d["Python"], np.abs(py - ref[i]).max())
+    f0 = pp.phonons.frequencies[gp]
+    g_c, _ = get_triplets_integration_weights(pp, f0, None, lang="C")
+    g_r, _ = get_triplets_integration_weights(pp, f0, None, lang="Rust")
+    wscale = max(wscale, np.abs(g_c).max()); d["weights"] = max(d["weights"], np.abs(g_c - g_r).max())
+print(f"same phonons, {len(ir) - 1} grid points, every triplet: max |Δ|Φ|²| / max |Φ|²: "
+      f"Rust {d['Rust'] / scale:.1e}, engine {d['engine'] / scale:.1e}, Python reference "
+      f"(3 triplets per point) {d['Python'] / scale:.1e}; tetrahedron weights C vs Rust "
+      f"{d['weights'] / wscale:.1e}")
+
+def isotope(ph, lang, avg=False):
+    it = Isotope(pp.mesh_numbers, pp.primitive, bz_grid=pp.bz_grid,
+                 cutoff_frequency=pp.cutoff_frequency, average_degenerate_weights=avg, lang=lang)
+    it.set_phonons(ph, dm=pp.dynamical_matrix)
+    out = []
+    for gp in ir:
+        it.set_grid_point(int(gp)); it.run(); out.append(it.gamma.copy())
+    return np.array(out)
+
+import copy
+i_c, i_r = isotope(copy.deepcopy(pc), "C"), isotope(copy.deepcopy(pc), "Rust")
+i_rr = isotope(copy.deepcopy(pr), "C")
+print(f"isotope γ, same phonons: C vs Rust {np.abs(i_c - i_r).max() / np.abs(i_c).max():.1e}; "
+      f"C code on Rust's phonons vs C's: {np.abs(i_rr - i_c).max() / np.abs(i_c).max():.1e}")
+print("κ_xx(300 K) W/mK with (frequencies, eigenvectors) of one solver in the other code:")
+for iso in (True, False):
+    for fname, f in (("C", pc.frequencies), ("Rust", pr.frequencies)):
+        for ename, e in (("C", pc.eigenvectors), ("Rust", pr.eigenvectors)):
+            kc = kappa(make("C", phonons=(f, e)), iso)
+            kr = kappa(make("Rust", phonons=(f, e)), iso)
+            ka = kappa(make("Rust", avg=True, phonons=(f, e)), iso)
+            print(f"  isotope={iso!s:5} f={fname:4} e={ename:4}: C code {kc:.6f}  Rust code "
+                  f"{kr:.6f}  Rust average_degenerate_weights {ka:.6f}")
+rng = np.random.default_rng(0)
+def rotated(e):
+    e = e.copy()
+    for g in range(len(e)):
+        for s in np.unique(ids[g]):
+            b = np.nonzero(ids[g] == s)[0]
+            if len(b) > 1:
+                q, _ = np.linalg.qr(rng.normal(size=(len(b),) * 2) + 1j * rng.normal(size=(len(b),) * 2))
+                e[g][:, b] = e[g][:, b] @ q
+    return e
+vals = [kappa(make("C", phonons=(pc.frequencies, rotated(pc.eigenvectors)))) for _ in range(5)]
+avg = [kappa(make("Rust", avg=True, phonons=(pc.frequencies, rotated(pc.eigenvectors)))) for _ in range(2)]
+print(f"C code, C frequencies, 5 random bases of the degenerate subspaces: "
+      f"{', '.join(f'{v:.4f}' for v in vals)} (spread {100 * (max(vals) - min(vals)) / np.mean(vals):.2f} %)")
+print(f"averaged weights, 2 random bases: {', '.join(f'{v:.9f}' for v in avg)}")
+"""
+
+
 def run_child(code: str, env: dict[str, str]) -> tuple[float, dict]:
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -195,8 +325,8 @@ def split_report(args: argparse.Namespace, work: Path, env: dict[str, str], mesh
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--material", required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--material")
     ap.add_argument("--device", default="cpu", help="engine device: cpu or cuda")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--reference-dir")
@@ -206,9 +336,15 @@ def main() -> int:
     ap.add_argument("--memory-mb", type=float, default=3072.0, help="engine memory budget")
     ap.add_argument("--no-rust", action="store_true", help="skip the Rust reference run")
     ap.add_argument("--split", type=int, default=0, help="time split on N grid points instead")
+    ap.add_argument("--c-vs-rust", action="store_true", help="C/Rust reproduction instead")
     args = ap.parse_args()
 
     env = dict(os.environ)
+    if args.c_vs_rust:
+        proc = subprocess.run([sys.executable, "-c", C_VS_RUST], env=env, check=False)
+        return proc.returncode
+    if not (args.model and args.material):
+        ap.error("--model and --material are required (except with --c-vs-rust)")
     if args.reference_dir:
         env["KAPPAFLOW_REFERENCE_DIR"] = args.reference_dir
     work = (Path(args.results) / args.model / args.material).resolve()

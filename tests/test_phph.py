@@ -515,3 +515,45 @@ def test_gpu_kappa_with_engine_equals_phono3py_default(cases, kind):
     assert calls == list(range(1, len(eng.grid_points) + 1))
     rel = _max_rel(_kappa_arrays(eng), _kappa_arrays(base))
     assert max(rel.values()) <= 1e-8, rel
+
+
+# ---------------------------------------------------------------------- production mesh
+
+
+@pytest.mark.slow
+def test_chgnet_nacl_production_mesh_engine_equals_default(tmp_path, reference_dir):
+    """NaCl-rs at 19x19x19 with CHGNet 0.3.0 force constants (the full protocol, through
+    the CLI in its own process): engine κ and mode arrays equal phono3py's default C path
+    to 1e-8."""
+    pytest.importorskip("chgnet")
+    import subprocess
+
+    from kappaflow import io
+    from kappaflow.phonons import init_phono3py
+    from kappaflow.settings import Phono3pySettings
+    from kappaflow.structures import MaterialSpec
+
+    out = tmp_path / "nacl"
+    cmd = [sys.executable, "-m", "kappaflow.cli", "kappa", "--model", "chgnet-0.3.0",
+           "--material", "mp-22862", "--out", str(out), "--threads", "2",
+           "--reference-dir", str(reference_dir)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    atoms, record = io.read_structure(out / "relaxed.extxyz")
+    m = dict(record["material"])
+    for key in ("fc2_supercell", "fc3_supercell", "q_mesh", "defaults_used"):
+        m[key] = tuple(m[key])
+    fc2, fc3 = io.read_fc(out / "fc2.hdf5", 2), io.read_fc(out / "fc3.hdf5", 3)
+
+    def fresh():
+        ph3 = init_phono3py(atoms, MaterialSpec(**m), Phono3pySettings(), displace=False)
+        ph3.fc2, ph3.fc3 = fc2, fc3
+        ph3.init_phph_interaction(symmetrize_fc3q=False)
+        return ph3
+
+    base, _ = _run_kappa(fresh(), "phono3py")
+    eng, record = _run_kappa(fresh(), "kappaflow", memory_mb=2048)
+    assert list(base.mesh_numbers) == [19, 19, 19] and len(base.grid_points) == 220
+    assert record.stats["triplets"] == 503800
+    rel = _max_rel(_kappa_arrays(eng), _kappa_arrays(base))
+    assert max(rel.values()) <= 1e-8, rel
