@@ -451,6 +451,10 @@ class PhphEngine:
         triplets = np.asarray(triplets, dtype="int64")
         if triplets.ndim != 2 or triplets.shape[1] != 3:
             raise ValueError("triplets must have shape (n, 3)")
+        with self._torch.inference_mode():
+            return self._interaction_strength(triplets)
+
+    def _interaction_strength(self, triplets: np.ndarray) -> np.ndarray:
         out = np.zeros((len(triplets), len(self.band_indices), self.nb, self.nb))
         for gp0 in np.unique(triplets[:, 0]):
             rows = np.nonzero(triplets[:, 0] == gp0)[0]
@@ -473,8 +477,12 @@ class PhphEngine:
         ``pp_collision`` returns it (``triplets`` of one grid point; their q0 may be
         several BZ representations of it). ``g`` (2, t, band0, band, band) are the tetrahedron
         weights of the same triplets (phono3py's ``get_triplets_integration_weights``)."""
+        with self._torch.inference_mode():  # no autograd, whatever a force model enabled
+            return self._collisions(np.asarray(triplets, dtype="int64"), weights, g,
+                                    temperatures_thz)  # fmt: skip
+
+    def _collisions(self, triplets, weights, g, temperatures_thz) -> np.ndarray:
         torch = self._torch
-        triplets = np.asarray(triplets, dtype="int64")
         dev = self.device
         temps = torch.as_tensor(np.asarray(temperatures_thz, dtype="double"), device=dev)
         freqs = np.asarray(self._pp.phonons.frequencies, dtype="double")

@@ -16,6 +16,8 @@ MB = 1024 * 1024
 #: share of the free budget the leg-1 table store may take when memory is short
 TABLE_SHARE = 0.6
 MIN_BATCH = 1
+#: triplets per batch reserved before the tables (larger batches gain little on a CPU)
+RESERVED_BATCH = 256
 #: largest triplet batch (more does not help even a GPU: one grid point has <= N/2 triplets)
 MAX_BATCH = 4096
 
@@ -80,10 +82,10 @@ def plan_memory(
 ) -> MemoryPlan:
     """Split ``budget_mb`` between the leg-1 table store and the triplet batch.
 
-    The batch keeps ``1 - TABLE_SHARE`` of what the fixed part leaves (or all it can use,
-    ``max_batch`` triplets), the tables take the rest, and memory the tables do not need goes
-    back to the batch. Tables that do not fit are recomputed per batch (same numbers, more
-    arithmetic).
+    Before the tables, the batch keeps room for :data:`RESERVED_BATCH` triplets (at most
+    ``1 - TABLE_SHARE`` of what the fixed part leaves); the tables take the rest, and memory
+    the tables do not need goes to the batch (up to ``max_batch`` triplets). Tables that do
+    not fit are recomputed per batch (same numbers, more arithmetic).
     """
     if not budget_mb > 0:
         raise MemoryBudgetError(f"memory budget must be > 0 MB, got {budget_mb!r}")
@@ -98,9 +100,7 @@ def plan_memory(
             f"({n_p} primitive atoms, {n_s} supercell atoms): at least {need:.0f} MB"
         )
     per_table = table_bytes_per_point(n_p, n_s)
-    # the batch keeps at least (1 - TABLE_SHARE) of the free memory (or all it can use);
-    # the tables take the rest, and what they do not need goes back to the batch
-    workspace = min((1.0 - TABLE_SHARE) * free, max_batch * per_triplet)
+    workspace = min((1.0 - TABLE_SHARE) * free, min(max_batch, RESERVED_BATCH) * per_triplet)
     capacity = int(min(n_table_points, (free - workspace) // per_table))
     rest = free - capacity * per_table
     batch = int(max(MIN_BATCH, min(max_batch, rest // per_triplet)))
