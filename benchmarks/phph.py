@@ -63,7 +63,7 @@ fc2, fc3 = io.read_fc(work + "/fc2.hdf5", 2), io.read_fc(work + "/fc3.hdf5", 3)
 if engine == "kappaflow":
     import torch
     torch.set_num_threads(threads)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), os.times()
 ph3.fc2, ph3.fc3 = fc2, fc3
 ph3.init_phph_interaction(symmetrize_fc3q=False)
 with phph.install(ph3, engine=engine, device=device, threads=threads,
@@ -74,6 +74,8 @@ with phph.install(ph3, engine=engine, device=device, threads=threads,
 if device.startswith("cuda") and engine == "kappaflow":
     torch.cuda.synchronize()
 kappa_s = time.perf_counter() - t0
+c1 = os.times()
+kappa_cpu_s = (c1.user - c0.user) + (c1.system - c0.system)
 tc = ph3.thermal_conductivity
 matrix = np.asarray(tc.mode_kappa_matrix)
 mode_p, mode_c = split_mode_kappa(matrix[0], tc.frequencies, tc.mode_heat_capacities)
@@ -84,7 +86,8 @@ np.savez(out + "/kappa.npz", kappa=np.asarray(tc.kappa)[0], kappa_P=mode_p.sum(a
 gpu_mb = None
 if device.startswith("cuda") and engine == "kappaflow":
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20
-print(json.dumps({{"kappa_s": kappa_s, "process_s": time.perf_counter() - t_start,
+print(json.dumps({{"kappa_s": kappa_s, "kappa_cpu_s": kappa_cpu_s,
+                   "process_s": time.perf_counter() - t_start,
                    "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                    "gpu_mb": gpu_mb, "kappa_xx": float(np.asarray(tc.kappa)[0, 0, 0]),
                    "record": rec.as_dict()}}))
@@ -373,8 +376,9 @@ def main() -> int:
                     kappas[name] = {k: data[k] for k in data.files}
             runs[name].append(res)
             gpu = f", GPU peak {res['gpu_mb']:.0f} MB" if res["gpu_mb"] else ""
-            print(f"run {i + 1} {name}: κ step {res['kappa_s']:.2f} s (process "
-                  f"{res['process_s']:.2f} s), peak RSS {res['rss_mb']:.0f} MB{gpu}, "
+            print(f"run {i + 1} {name}: κ step {res['kappa_s']:.2f} s, CPU "
+                  f"{res['kappa_cpu_s']:.1f} s (process {res['process_s']:.2f} s), "
+                  f"peak RSS {res['rss_mb']:.0f} MB{gpu}, "
                   f"κ_xx {res['kappa_xx']:.7f}", flush=True)  # fmt: skip
     rust = None
     if not args.no_rust:
@@ -386,11 +390,14 @@ def main() -> int:
         print(f"rust (phonors, reference): κ step {rust['kappa_s']:.2f} s, "
               f"peak RSS {rust['rss_mb']:.0f} MB, κ_xx {rust['kappa_xx']:.7f}")  # fmt: skip
     med = {k: statistics.median(r["kappa_s"] for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r["kappa_cpu_s"] for r in v) for k, v in runs.items()}
     rss = {k: max(r["rss_mb"] for r in v) for k, v in runs.items()}
     record = runs["engine"][-1]["record"]
     print(f"engine record: {json.dumps(record)}")
     for name in runs:
-        print(f"median_{name}_s={med[name]:.3f} peak_rss_{name}_mb={rss[name]:.0f}")
+        print(f"median_{name}_s={med[name]:.3f} median_{name}_cpu_s={cpu[name]:.1f} "
+              f"peak_rss_{name}_mb={rss[name]:.0f}")  # fmt: skip
+    print(f"cpu_time_ratio={cpu['baseline'] / cpu['engine']:.3f}")
     if rust is not None:
         print(f"rust_s={rust['kappa_s']:.3f}")
     load = os.getloadavg()
