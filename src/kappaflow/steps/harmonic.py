@@ -16,6 +16,7 @@ from kappaflow.gates import OK, error_fields, failure_status, gate
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
+from kappaflow.steps.resume import fc_settings, made_from, with_made_from
 
 
 def run_fc2(
@@ -39,6 +40,7 @@ def run_fc2(
     """
     from kappaflow import phonons
 
+    made = {"inputs": {"relaxed": relaxed}, "settings": fc_settings(settings, force_settings)}
     atoms, record = storage.read_structure(relaxed)
     material = material_of(record)
     ph3 = phonons.init_phono3py(atoms, material, settings)
@@ -84,7 +86,7 @@ def run_fc2(
             timing_s={"fc2_total": time.perf_counter() - t0},
             provenance=provenance(backend=settings.backend),
         )
-        storage.write_json(out_phonons, out)
+        storage.write_json(out_phonons, with_made_from(out, made_from(**made, model=model)))
         return out
     the_gate = gate(
         phonons.has_imaginary_modes(freqs, settings.frequency_threshold),
@@ -102,6 +104,7 @@ def run_fc2(
         timing_s={"fc2_forces": t_forces, "fc2_total": time.perf_counter() - t0},
         provenance=provenance(backend=settings.backend),
     )
+    with_made_from(out, made_from(**made, model=model, info=loaded.info))
     storage.write_json(out_phonons, out)
     log(f"fc2 done: gate {the_gate.status}, lowest frequency {out['min_frequency_THz']:.4f} THz")
     return out

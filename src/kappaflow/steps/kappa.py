@@ -16,6 +16,7 @@ from kappaflow.gates import OK, error_fields, step_error
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
 from kappaflow.steps.common import material_of, write_placeholders
+from kappaflow.steps.resume import kappa_settings, made_from
 
 
 def kappa_datasets(result: KappaResult) -> dict[str, Any]:
@@ -111,6 +112,14 @@ def run_kappa(
     fc3_forces: str | Path | None = None,
 ) -> dict[str, Any]:
     """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record."""
+    inputs = {
+        "relaxed": relaxed,
+        "phonons": phonons_json,
+        "fc2": fc2_path,
+        "fc3": fc3_path,
+        "forces_fc3": fc3_forces,
+    }
+    made = made_from(inputs, kappa_settings(settings.phono3py, settings.temperatures))
     atoms, relax_record = storage.read_structure(relaxed)
     material = material_of(relax_record)
     record = _record(relax_record, storage.read_json(phonons_json), settings)
@@ -145,7 +154,7 @@ def run_kappa(
     labels = {"protocol_deviations": json.dumps(record["protocol_deviations"])}
     if result is None:
         record["kappa_TOT_ave"] = [None] * len(settings.temperatures)
-        record["provenance"] = provenance(backend=backend)
+        record["provenance"] = provenance(backend=backend, made_from=made)
         temps = {"temperature": np.asarray(settings.temperatures)}
         return write_placeholders(
             record, what="κ", json_path=out_record, hdf5=((out_hdf5, temps),), attrs=labels
@@ -155,7 +164,7 @@ def run_kappa(
     record["kappa_P_RTA"] = result.kappa_P_RTA.tolist()
     record["kappa_C"] = result.kappa_C.tolist()
     record["sum_rule_error"] = result.sum_rule_error()
-    record["provenance"] = provenance(backend=backend)
+    record["provenance"] = provenance(backend=backend, made_from=made)
     attrs = {
         "kappaflow_status": OK,
         "mp_id": material.material_id,
