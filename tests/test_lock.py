@@ -87,6 +87,17 @@ def test_lock_in_process_names_the_holder(tmp_path):
         pass
 
 
+def test_lock_left_by_another_host_is_taken_with_a_warning(tmp_path, capsys):
+    """A lock file that names a run on another host (killed there, or running on a
+    filesystem whose locks are per host: NFS with nolock) is taken, with a warning."""
+    left = {"pid": 4242, "host": "other-node", "command": "kappaflow kappa ...", "started": "x"}
+    (tmp_path / storage.LOCK_NAME).write_text(json.dumps(left))
+    with storage.folder_lock(tmp_path, "mine") as holder:
+        assert holder["command"] == "mine"
+    err = capsys.readouterr().err
+    assert "pid 4242 on host other-node" in err and "nolock" in err
+
+
 def test_second_run_refused_and_kill_9_leaves_no_stale_lock(tiny, tmp_path):
     out = tmp_path / "out"
     first = kappaflow(*kappa_args(tiny, out))

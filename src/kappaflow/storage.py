@@ -223,8 +223,8 @@ def output_file(path: str | os.PathLike, what: str = "--out") -> Path:
 LOCK_NAME = ".kappaflow.lock"
 
 
-def _read_holder(fd: int) -> dict[str, Any] | None:
-    for _ in range(20):  # the holder writes its JSON right after taking the lock
+def _read_holder(fd: int, tries: int = 20) -> dict[str, Any] | None:
+    for _ in range(tries):  # the holder writes its JSON right after taking the lock
         try:
             text = os.pread(fd, 65536, 0).decode("utf-8", errors="replace")
             return json.loads(text)
@@ -307,6 +307,15 @@ def folder_lock(
         "command": command or " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    previous = _read_holder(fd, tries=1) if os.fstat(fd).st_size else None
+    if previous and previous.get("host") != holder["host"]:
+        print(
+            f"[kappaflow] warning: {path} names an earlier run on another host that did not "
+            f"remove it ({describe_holder(previous)}). It was killed, or it is still running "
+            "and this filesystem does not share locks between hosts (NFS mounted with nolock "
+            "or local_lock): then stop one of the two runs",
+            file=sys.stderr,
+        )
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)

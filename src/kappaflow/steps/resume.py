@@ -29,7 +29,6 @@ from kappaflow.structures import MaterialSpec, frame_sha256
 
 KAPPA_STEPS = ("relax", "fc2", "fc3", "kappa")
 GRUNEISEN_STEPS = ("relax", "fc2", "gruneisen")
-STEP_ORDER = KAPPA_STEPS  # kept for callers of the first version
 #: outputs of each step, by kappaflow.layout.MATERIAL_FILES role; the record (holding
 #: made_from) is the step's last write
 STEP_OUTPUTS = {
@@ -210,8 +209,10 @@ def _difference(recorded: dict[str, Any], wanted: dict[str, Any], files, step: s
             )
             return f"{name} was made from {what}"
     if recorded.get("model") != wanted["model"]:
-        old = (recorded.get("model") or {}).get("key")
-        return f"{name} was made with model {old!r}, asked for {wanted['model']['key']!r}"
+        old, new = (recorded.get("model") or {}).get("key"), wanted["model"]["key"]
+        if old == new:
+            return f"{name} was made with another definition or checkpoint of model {new!r}"
+        return f"{name} was made with model {old!r}, asked for {new!r}"
     for key, value in wanted["settings"].items():
         if recorded.get("settings", {}).get(key) != value:
             return f"{name} was made with other {key} settings"
