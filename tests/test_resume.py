@@ -168,6 +168,8 @@ def test_each_record_holds_the_hashes_of_the_files_it_read(done):
         ("fc2-missing+frame", "relax", "another structure frame"),
         ("forces_fc3-replaced", "kappa", "kappa.json was made from another forces_fc3.hdf5"),
         ("old-fc3-record", "fc3", "fc3.hdf5 was written before kappaflow recorded"),
+        ("fc2-planted", "fc2", "fc2.hdf5 is not the file phonons.json was written with"),
+        ("kappa-planted", "kappa", "kappa.hdf5 is not the file kappa.json was written with"),
     ],
 )
 def test_first_outdated_step(copy, change, step, reason):
@@ -193,6 +195,9 @@ def test_first_outdated_step(copy, change, step, reason):
     if change == "old-fc3-record":
         with h5py.File(f["fc3"], "a") as h5:
             del h5.attrs["made_from"]
+    if change.endswith("-planted"):  # e.g. copied from another run's folder
+        with h5py.File(f[change.split("-")[0]], "a") as h5:
+            h5.attrs["from"] = "elsewhere"
     got = outdated(copy, **kw)
     assert got is not None and got.step == step, got
     assert reason in got.reason
@@ -218,6 +223,16 @@ def test_other_relaxed_structure_makes_fc2_and_gruneisen_stale(copy):
         "gruneisen.json was made from another relaxed.extxyz",
     )
     assert outdated(copy, relax=sloppy).reason == "fc3.hdf5 was made from another relaxed.extxyz"
+
+
+def test_planted_thermal_expansion_table_makes_gruneisen_stale(copy):
+    f = material_files(copy / "out")
+    f["thermal_expansion"].write_text(f["thermal_expansion"].read_text() + "\n")
+    got = outdated(copy, GRUNEISEN_STEPS)
+    assert (got.step, got.reason) == (
+        "gruneisen",
+        "thermal_expansion.csv is not the file gruneisen.json was written with",
+    )
 
 
 def test_results_without_records_stay_readable_and_count_as_stale(copy):

@@ -18,7 +18,7 @@ from kappaflow.grid import temperature_index
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings
 from kappaflow.steps.common import THERMAL_EXPANSION_COLUMNS, material_of, write_placeholders
-from kappaflow.steps.resume import gruneisen_settings, made_from
+from kappaflow.steps.resume import add_outputs, gruneisen_settings, made_from
 from kappaflow.structures import type_group
 
 
@@ -185,7 +185,7 @@ def run_gruneisen(
         "above_melting": above,
     }
     storage.write_csv(out_csv, pd.DataFrame({c: curve[c] for c in THERMAL_EXPANSION_COLUMNS}))
-    storage.write_json(out_json, record)
+    storage.write_json(out_json, add_outputs(record, out_hdf5, out_csv))
     log(
         f"γ({settings.score_temperature:g} K) = {record['gamma']:.6g}, K_T = "
         f"{record['bulk_modulus_GPa']} GPa, status {record['status']}, "

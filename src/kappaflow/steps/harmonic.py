@@ -16,7 +16,7 @@ from kappaflow.gates import OK, error_fields, failure_status, gate
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
-from kappaflow.steps.resume import fc_settings, made_from, with_made_from
+from kappaflow.steps.resume import add_outputs, fc_settings, made_from, with_made_from
 
 
 def run_fc2(
@@ -86,7 +86,8 @@ def run_fc2(
             timing_s={"fc2_total": time.perf_counter() - t0},
             provenance=provenance(backend=settings.backend),
         )
-        storage.write_json(out_phonons, with_made_from(out, made_from(**made, model=model)))
+        with_made_from(out, made_from(**made, model=model))
+        storage.write_json(out_phonons, add_outputs(out, out_disp, out_fc2, out_forces))
         return out
     the_gate = gate(
         phonons.has_imaginary_modes(freqs, settings.frequency_threshold),
@@ -105,6 +106,6 @@ def run_fc2(
         provenance=provenance(backend=settings.backend),
     )
     with_made_from(out, made_from(**made, model=model, info=loaded.info))
-    storage.write_json(out_phonons, out)
+    storage.write_json(out_phonons, add_outputs(out, out_disp, out_fc2, out_forces))
     log(f"fc2 done: gate {the_gate.status}, lowest frequency {out['min_frequency_THz']:.4f} THz")
     return out

@@ -16,7 +16,7 @@ from kappaflow.gates import OK, error_fields, step_error
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
 from kappaflow.steps.common import material_of, write_placeholders
-from kappaflow.steps.resume import kappa_settings, made_from
+from kappaflow.steps.resume import add_outputs, kappa_settings, made_from
 
 
 def kappa_datasets(result: KappaResult) -> dict[str, Any]:
@@ -174,6 +174,6 @@ def run_kappa(
         **labels,
     }
     storage.write_hdf5(out_hdf5, kappa_datasets(result), attrs)
-    storage.write_json(out_record, record)
+    storage.write_json(out_record, add_outputs(record, out_hdf5))
     log(f"κ_TOT_ave = {record['kappa_TOT_ave']} W/mK in {record['timing_s']['kappa']:.1f} s")
     return record

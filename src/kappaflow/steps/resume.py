@@ -137,6 +137,20 @@ def gruneisen_settings(
     }
 
 
+def output_hashes(*paths: str | Path | None) -> dict[str, str]:
+    """sha256 of a step's other outputs, by file name: its record (written last) vouches
+    for them, so a file put there by hand or by another run is noticed."""
+    return {Path(p).name: storage.sha256_file(p) for p in paths if p is not None}
+
+
+def add_outputs(record: dict[str, Any], *paths: str | Path | None) -> dict[str, Any]:
+    """Put :func:`output_hashes` into the record's ``provenance.made_from`` (if it has one)."""
+    made = (record.get("provenance") or {}).get("made_from")
+    if made is not None:
+        made["outputs"] = output_hashes(*paths)
+    return record
+
+
 def with_made_from(record: dict[str, Any], made: dict[str, Any]) -> dict[str, Any]:
     """``record`` with ``made`` under ``provenance.made_from`` (returned for chaining)."""
     record.setdefault("provenance", {})["made_from"] = made
@@ -232,8 +246,9 @@ def first_outdated(
 ) -> Outdated | None:
     """The first of ``steps`` (in order) that is not current (None: all current).
 
-    Each step in turn: its outputs exist, and its record's ``made_from`` equals what it
-    would record now (inputs' sha256 from the current files, settings, model)."""
+    Each step in turn: its outputs exist, its record's ``made_from`` equals what it would
+    record now (inputs' sha256 from the current files, settings, model), and its other
+    outputs are the files the record was written with (their sha256)."""
     for step in steps:
         missing = [files[r].name for r in STEP_OUTPUTS[step] if not Path(files[r]).exists()]
         if missing:
@@ -248,9 +263,15 @@ def first_outdated(
                 f"{files[RECORD[step]].name} was written before kappaflow recorded what "
                 "each step is made from (no input hashes)",
             )
+        outputs = recorded.pop("outputs", {})
         expected = wanted.made_from(step, files)
         if recorded != expected:
             return Outdated(step, _difference(recorded, expected, files, step))
+        folder = Path(files[RECORD[step]]).parent
+        for name, sha in outputs.items():
+            if not (folder / name).is_file() or storage.sha256_file(folder / name) != sha:
+                record = files[RECORD[step]].name
+                return Outdated(step, f"{name} is not the file {record} was written with")
     return None
 
 
