@@ -179,7 +179,7 @@ class FolderLockedError(RuntimeError):
     """Another run holds the folder's lock (the message names it)."""
 
 
-class LockingUnsupportedError(OSError):
+class LockingUnsupportedError(RuntimeError):
     """The folder's filesystem refuses file locks (ENOLCK: NFS without locking, ...)."""
 
 
@@ -283,7 +283,6 @@ def folder_lock(
                 raise
             if required:
                 raise LockingUnsupportedError(
-                    exc.errno,
                     f"cannot lock {folder}: its filesystem does not support file locks "
                     f"({errno.errorcode.get(exc.errno, exc.errno)}; e.g. NFS without lockd or "
                     "NFSv4 locking). kappaflow does not run unlocked, because two runs into "
