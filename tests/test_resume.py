@@ -380,8 +380,9 @@ def make():
 
 
 def test_cli_second_model_killed_after_fc2(tmp_path):
-    """The same, with a real kill -9 in the second model's fc3: the killed run had removed
-    the first model's fc3 and κ before it started, so nothing foreign is left to print."""
+    """The same, with a real kill -9 in the second model's fc3: the first model's fc3 and κ
+    are still there (a run removes nothing before it writes), and are not taken for the
+    second model's."""
     write(tmp_path / "structures.extxyz", cu_frame(), format="extxyz")
     (tmp_path / "gated.py").write_text(GATED)
     kappa_value(kappaflow(*cli("kappa", "G"), cwd=tmp_path))
@@ -407,8 +408,26 @@ def test_cli_second_model_killed_after_fc2(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-    assert not (tmp_path / "G" / "kappa.json").exists()  # the first model's κ was removed
+    assert storage.read_json(tmp_path / "G" / "kappa.json")["model"]["model"] == "emt"
     again = kappaflow(*args, cwd=tmp_path, env={**env, "BLOCK_AFTER": ""})
-    assert "redoing fc3, kappa (forces_fc3.hdf5, fc3.hdf5 missing)" in again.stderr
+    assert "redoing fc3, kappa (fc3.hdf5 was made from another relaxed.extxyz)" in again.stderr
     kappa_value(again)
     assert storage.read_json(tmp_path / "G" / "kappa.json")["model"]["model"] == "gated:make"
+
+
+def test_cli_run_that_fails_before_writing_keeps_the_previous_results(tmp_path):
+    """A run bound to fail (here: a model whose checkpoint is missing) removes nothing: the
+    folder's results stay whole and current for the model that made them."""
+    write(tmp_path / "structures.extxyz", cu_frame(), format="extxyz")
+    first = kappaflow(*cli("kappa", "G"), cwd=tmp_path)
+    kappa_value(first)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "G").iterdir()}
+    args = cli("kappa", "G")
+    args[args.index("emt")] = "missing.model"
+    failed = kappaflow(*args, cwd=tmp_path)
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    assert "missing.model" in failed.stderr and "Traceback" not in failed.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "G").iterdir()} == before
+    again = kappaflow(*cli("kappa", "G"), cwd=tmp_path)
+    assert "up to date" in again.stderr
+    assert again.stdout == first.stdout

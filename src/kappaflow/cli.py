@@ -127,9 +127,10 @@ def _wanted(args, cfg, spec, **extra):
 
 
 def _todo(args, files, wanted, steps: tuple[str, ...]) -> tuple[str, ...]:
-    """The steps to (re)do, from the first that is not current; their outputs are removed
-    first (as Snakemake does), so a run killed midway never leaves an old record."""
-    from kappaflow import storage
+    """The steps to (re)do, from the first that is not current. Their old outputs stay
+    until overwritten (a run that fails early loses nothing): each step's record, written
+    last, holds the sha256 of its inputs and other outputs, so a run killed midway leaves
+    a step that the next run sees is not current."""
     from kappaflow.steps.resume import first_outdated, outputs_of, steps_to_run
 
     done = outputs_of(steps, files)
@@ -144,7 +145,6 @@ def _todo(args, files, wanted, steps: tuple[str, ...]) -> tuple[str, ...]:
                 f"[kappaflow] {args.out}: redoing {', '.join(todo)} ({first.reason})",
                 file=sys.stderr,
             )
-    storage.remove_files(outputs_of(todo, files))
     return todo
 
 

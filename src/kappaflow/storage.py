@@ -160,14 +160,6 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def remove_files(paths) -> None:
-    """Delete files (missing ones are fine): the outputs of a step about to be redone, so
-    a run killed midway never leaves an old record beside new data."""
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
 # ------------------------------------------------------------------ output folders
 
 

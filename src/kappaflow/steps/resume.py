@@ -281,5 +281,5 @@ def steps_to_run(first: str | None, steps: Sequence[str] = KAPPA_STEPS) -> tuple
 
 
 def outputs_of(steps: Sequence[str], files: Mapping[str, Path]) -> list[Path]:
-    """Every output file of ``steps`` (removed before they are redone)."""
+    """Every output file of ``steps``."""
     return [Path(files[role]) for step in steps for role in STEP_OUTPUTS[step]]
