@@ -12,6 +12,7 @@ from kappaflow.config import load_config
 from kappaflow.grid import REFERENCE_TEMPERATURE
 from kappaflow.runtime import raised_runtime, runtime_base
 from kappaflow.storage import slurm_time_limit_kills
+from kappaflow.structures import frame_sha256
 
 # validates `config` in place (schema defaults filled): its sections are the rules' params
 CONFIG = load_config(config)
@@ -64,6 +65,18 @@ def runtime_for(rule):
 
 def get_model(wildcards):
     return CONFIG.model_params(wildcards.model)
+
+
+def get_structure_sha256(wildcards):
+    """The content hash of the material's own frame (kappaflow.structures.frame_sha256):
+    the relax job's re-run trigger in place of the whole structures file's mtime."""
+    return frame_sha256(CONFIG.material(wildcards.material)[0])
+
+
+def get_material_overrides(wildcards):
+    """The material's own entry of material_overrides (an edit of another's re-runs only it)."""
+    own = config["material_overrides"].get(wildcards.material)
+    return {} if own is None else {wildcards.material: own}
 
 
 def get_model_file(wildcards):

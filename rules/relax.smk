@@ -1,7 +1,10 @@
+# A material's relax depends on its own frame, not on the whole structures file: the file
+# is an ancient() input (read, never compared by mtime) and the frame's content hash is a
+# param, so appending or editing one frame re-runs that material only.
 rule relax:
     input:
         model_file=get_model_file,
-        structures=STRUCTURES,
+        structures=ancient(STRUCTURES),
     output:
         relaxed="results/{model}/{material}/relaxed.extxyz",
     log:
@@ -16,8 +19,9 @@ rule relax:
         runtime=runtime_for("relax"),
     params:
         model=get_model,
+        structure=get_structure_sha256,
         relax=config["relax"],
         structure_defaults=config["structure_defaults"],
-        material_overrides=config["material_overrides"],
+        material_overrides=get_material_overrides,
     script:
         "../scripts/relax.py"

@@ -20,7 +20,7 @@ from kappaflow.steps.common import material_of
 from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.kappa import run_kappa
 from kappaflow.steps.relax import run_relax
-from kappaflow.steps.resume import first_outdated_step, steps_to_run
+from kappaflow.steps.resume import KAPPA_STEPS, Wanted, first_outdated, steps_to_run
 from kappaflow.structures import MaterialSpec
 
 RELAX = RelaxSettings(fmax=1e-3)
@@ -43,14 +43,7 @@ OWNER = {
 def done(tmp_path_factory):
     """A finished one-material run: EMT Cu relax -> fc2 -> fc3 -> κ (2×2×2, 3×3×3 mesh)."""
     root = tmp_path_factory.mktemp("resume")
-    cu = bulk("Cu", "fcc", a=3.59)
-    cu.info = {
-        "material_id": "Cu",
-        "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
-        "q_mesh": [3, 3, 3],
-    }
-    write(root / "s.extxyz", cu, format="extxyz")
+    write(root / "s.extxyz", _cu(), format="extxyz")
     f = {k: root / "Cu" / v for k, v in MATERIAL_FILES.items()}
     spec = model_spec("emt")
     run_relax(
@@ -100,8 +93,29 @@ def run(done, tmp_path):
     return files, material
 
 
+def _cu():
+    cu = bulk("Cu", "fcc", a=3.59)
+    cu.info = {
+        "material_id": "Cu",
+        "fc2_supercell": [2, 2, 2],
+        "fc3_supercell": [2, 2, 2],
+        "q_mesh": [3, 3, 3],
+    }
+    return cu
+
+
 def _first(files, material, model="emt", relax=RELAX, kappa=KAPPA):
-    return first_outdated_step(files, model, material, relax, kappa)
+    spec = replace(model_spec("emt"), key=model)
+    wanted = Wanted(
+        model=spec,
+        frame=_cu(),
+        material=material,
+        relax=relax,
+        phono3py=kappa.phono3py,
+        temperatures=kappa.temperatures,
+    )
+    first = first_outdated(files, KAPPA_STEPS, wanted)
+    return None if first is None else first.step
 
 
 def test_finished_run_is_current(run):
@@ -123,7 +137,7 @@ def test_steps_to_run_from_each_first_step():
 def test_nothing_written_yet_starts_at_relax(tmp_path):
     files = {k: tmp_path / v for k, v in MATERIAL_FILES.items()}
     spec = MaterialSpec("Cu", "Cu", 225, "sg225", (2, 2, 2), (2, 2, 2), (3, 3, 3))
-    assert first_outdated_step(files, "emt", spec, RELAX, KAPPA) == "relax"
+    assert _first(files, spec) == "relax"
 
 
 @pytest.mark.parametrize("role", sorted(OWNER))
@@ -193,18 +207,19 @@ def test_temperatures_compared_as_numbers(run):
 
 
 def test_stored_records_decide(run):
-    """What the records say is what is compared: edit the gate's model or the κ record's
-    phono3py settings and the step that wrote them is redone."""
+    """What the records say they were made from is what is compared: edit the gate's model
+    or the κ record's phono3py settings and the step that wrote them is redone."""
     files, material = run
     gate = storage.read_json(files["phonons"])
-    gate["model"]["model"] = "another"
+    made = gate["provenance"]["made_from"]
+    made["model"]["key"] = "another"
     storage.write_json(files["phonons"], gate)
     assert _first(files, material) == "fc2"
-    gate["model"]["model"] = "emt"  # the gate restored, the κ record edited
+    made["model"]["key"] = "emt"  # the gate restored (same bytes as before), the κ record edited
     storage.write_json(files["phonons"], gate)
     assert _first(files, material) is None
     record = storage.read_json(files["record"])
-    record["settings"]["phono3py"]["displacement"] = 0.05
+    record["provenance"]["made_from"]["settings"]["phono3py"]["displacement"] = 0.05
     storage.write_json(files["record"], record)
     assert _first(files, material) == "kappa"
 
@@ -216,12 +231,6 @@ def test_earliest_change_wins(run):
     assert _first(files, material, kappa=kappa) == "fc2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: first_outdated_step returns the first step with a missing output before "
-    "comparing the records, so an earlier change behind a missing later file is missed "
-    "(e.g. another model with kappa.json missing gives 'kappa', reusing the old model's fc)",
-)
 @pytest.mark.parametrize(
     ("missing", "change", "expected"),
     [

@@ -622,3 +622,97 @@ def test_cli_and_workflow_agree(dot_test_run, env, tmp_path):
         np.testing.assert_allclose(cli_h5[name], wf_h5[name], rtol=1e-10, atol=1e-14)
     for t, k in zip(TEST_TEMPERATURES, cli_rec["kappa_TOT_ave"], strict=True):
         assert f"kappa_TOT_ave_{t:g}K={k:.10g}" in proc.stdout
+
+
+# ------------------------------------------------- issue 13: per-material structures, config
+
+NI_FRAME = (
+    "1\n"
+    'Lattice="0.0 {h} {h} {h} 0.0 {h} {h} {h} 0.0" Properties=species:S:1:pos:R:3 '
+    'material_id=Ni-fcc fc2_supercell="2 2 2" fc3_supercell="2 2 2" q_mesh="4 4 4" '
+    'pbc="T T T"\n'
+    "Ni 0.0 0.0 0.0\n"
+)
+
+
+def _mtimes(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def _per_material_jobs(output: str) -> dict[str, set[str]]:
+    """rule -> materials of the planned per-material jobs."""
+    out: dict[str, set[str]] = {}
+    for job in planned_jobs(output):
+        if "material" in job.wildcards:
+            out.setdefault(job.rule, set()).add(job.wildcards["material"])
+    return out
+
+
+def test_appended_and_edited_frames_rerun_only_their_material(dot_test_run, env, tmp_path):
+    """The relax job depends on its material's frame (a content-hash param), not on the
+    structures file: appending a frame runs only the new material (plus aggregation), and
+    editing a frame re-runs only that material."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(dot_test_run.workdir, workdir, symlinks=True)  # keeps mtimes
+    structures = workdir / "structures.extxyz"
+    untouched = {m: _mtimes(workdir / "results" / "emt" / m) for m in TEST_MATERIALS}
+
+    structures.write_text(structures.read_text() + NI_FRAME.format(h=1.76))
+    proc = run_dot_test(workdir, env)
+    check_ok(proc)
+    jobs = _per_material_jobs(proc.stdout)
+    assert jobs and all(materials == {"Ni-fcc"} for materials in jobs.values()), jobs
+    assert set(jobs) == set(PER_MATERIAL_RULES)
+    assert {r for r in job_stats(proc.stdout) if r not in jobs} <= AGGREGATION_RULES | {
+        "total", "gruneisen_metrics", "gamma_parity_plot", "alpha_plot",
+    }  # fmt: skip
+    for m in TEST_MATERIALS:
+        assert _mtimes(workdir / "results" / "emt" / m) == untouched[m], m
+    assert storage.read_json(workdir / "results" / "emt" / "Ni-fcc" / "kappa.json")
+
+    ni = _mtimes(workdir / "results" / "emt" / "Ni-fcc")
+    structures.write_text(structures.read_text().replace("1.76", "1.77"))
+    proc = run_dot_test(workdir, env)
+    check_ok(proc)
+    jobs = _per_material_jobs(proc.stdout)
+    assert set(jobs) == set(PER_MATERIAL_RULES)
+    assert all(materials == {"Ni-fcc"} for materials in jobs.values()), jobs
+    assert "Params have changed since last execution" in proc.stdout
+    for m in TEST_MATERIALS:
+        assert _mtimes(workdir / "results" / "emt" / m) == untouched[m], m
+    assert _mtimes(workdir / "results" / "emt" / "Ni-fcc").keys() == ni.keys()
+    assert all(p.stat().st_mtime_ns > t for p, t in ni.items() if "results" in p.parts)
+
+    # an edit of Ag's frame plans Ag's jobs only (dry run)
+    structures.write_text(structures.read_text().replace("2.025", "2.03"))
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    jobs = _per_material_jobs(dry.stdout)
+    assert all(materials == {"Ag-fcc"} for materials in jobs.values()), jobs
+    assert set(jobs) == set(PER_MATERIAL_RULES)
+
+    # touching the file without changing any frame plans nothing
+    structures.write_text(structures.read_text().replace("2.03", "2.025"))
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    assert "Nothing to be done" in dry.stdout, dry.stdout[-3000:]
+
+
+def test_misspelled_config_key_refused_by_cli_and_workflow_alike(env, tmp_path):
+    """`temperaturs: [600]` (issue 13): the CLI used to compute at 300 K; both entry points
+    refuse it with the same message, before any work."""
+    (tmp_path / "typo.yaml").write_text("temperaturs: [600]\n")
+    expected = "config: Additional properties are not allowed ('temperaturs' was unexpected)"
+    dry = snakemake("--snakefile", "Snakefile", "-n", "--configfile", tmp_path / "typo.yaml",
+                    cwd=REPO, env=env)  # fmt: skip
+    assert dry.returncode != 0
+    assert expected in dry.stdout and "Job stats:" not in dry.stdout
+    cli = subprocess.run(
+        [sys.executable, "-m", "kappaflow.cli", "kappa", "--model", "emt", "--material",
+         "Cu-fcc", "--structures", str(REPO / ".test" / "structures.extxyz"), "--config",
+         str(tmp_path / "typo.yaml"), "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert cli.returncode == 2
+    assert cli.stderr.strip() == f"kappaflow kappa: error: {expected}"
+    assert not (tmp_path / "out").exists()

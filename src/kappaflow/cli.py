@@ -14,9 +14,16 @@ Snakefile, so a mistake is refused the same way; flags override its keys.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kappaflow.calculators import ModelSpec
+    from kappaflow.config import Config
 
 
 def _fmt(x: float | None) -> str:
@@ -60,7 +67,7 @@ def _config(args: argparse.Namespace):
     )
 
 
-def _model_spec(args: argparse.Namespace, cfg=None):
+def _model_spec(args: argparse.Namespace, cfg: Config | None = None) -> ModelSpec:
     """The model of a command: a config key, a built-in, a local file or a factory, with the
     checkpoint trust given on the command line (``--model-sha256``, ``--trust-unpinned``)."""
     from dataclasses import replace
@@ -123,29 +130,101 @@ def _relax_and_fc2(todo, args, cfg, files, model: _Model) -> None:
         )
 
 
-def _todo(args, cfg, files, spec, material, kappa) -> tuple[str, ...]:
-    from kappaflow.steps.resume import first_outdated_step, steps_to_run
+def _wanted(args, cfg, spec, **extra):
+    """What this run asks of --out (kappaflow.steps.resume.Wanted)."""
+    from kappaflow.steps.resume import Wanted
 
+    frame, material = cfg.material(args.material)
+    s = cfg.settings
+    return Wanted(
+        model=spec,
+        frame=frame,
+        material=material,
+        relax=s.relax,
+        phono3py=s.phono3py,
+        forces=s.forces,
+        **extra,
+    )
+
+
+def _todo(args, files, wanted, steps: tuple[str, ...]) -> tuple[str, ...]:
+    """The steps to (re)do, from the first that is not current. Their old outputs stay
+    until overwritten (a run that fails early loses nothing): each step's record, written
+    last, holds the sha256 of its inputs and other outputs, so a run killed midway leaves
+    a step that the next run sees is not current."""
+    from kappaflow.steps.resume import first_outdated, outputs_of, steps_to_run
+
+    done = outputs_of(steps, files)
     if args.force:
-        return steps_to_run("relax")
-    first = first_outdated_step(files, spec.key, material, cfg.settings.relax, kappa)
-    return steps_to_run(first)
+        todo = steps
+        print(f"[kappaflow] {args.out}: --force, redoing {', '.join(todo)}", file=sys.stderr)
+    else:
+        first = first_outdated(files, steps, wanted)
+        todo = steps_to_run(first and first.step, steps)
+        if first is not None and any(p.exists() for p in done):
+            print(
+                f"[kappaflow] {args.out}: redoing {', '.join(todo)} ({first.reason})",
+                file=sys.stderr,
+            )
+    return todo
+
+
+@contextlib.contextmanager
+def _locked(args):
+    """--out as a folder (clear error when it cannot be one), locked for this run, and
+    cleared of the temporary files of killed writers."""
+    from kappaflow import storage
+
+    folder = storage.output_folder(args.out)
+    required = os.environ.get("KAPPAFLOW_NO_LOCK", "") in ("", "0")
+    with storage.folder_lock(folder, shlex.join(["kappaflow", *sys.argv[1:]]), required):
+        storage.remove_dead_temp_files(folder)
+        yield folder
 
 
 def cmd_kappa(args: argparse.Namespace) -> int:
     from kappaflow import storage
     from kappaflow.gates import OK, flags
     from kappaflow.layout import material_files
-    from kappaflow.steps.anharmonic import run_fc3
-    from kappaflow.steps.kappa import run_kappa
+    from kappaflow.steps.resume import KAPPA_STEPS
 
     cfg = _config(args)
     files = material_files(args.out)
     spec = _model_spec(args, cfg)
-    _, material = cfg.material(args.material)
+    wanted = _wanted(args, cfg, spec, temperatures=cfg.settings.kappa.temperatures)
     model = _Model(spec, args.device, args.model_dir)
-    todo = _todo(args, cfg, files, spec, material, cfg.settings.kappa)
-    _relax_and_fc2(todo, args, cfg, files, model)
+    with _locked(args):
+        todo = _todo(args, files, wanted, KAPPA_STEPS)
+        _relax_and_fc2(todo, args, cfg, files, model)
+        _fc3_and_kappa(todo, cfg, files, spec, model)
+        if not todo:
+            print(
+                f"[kappaflow] {args.out} is up to date; nothing recomputed (--force redoes it)",
+                file=sys.stderr,
+            )
+        record = storage.read_json(files["record"])
+    if record["status"] != OK:
+        if record.get("errors"):
+            print(f"[kappaflow] {args.material}: {record['errors'][-1]}", file=sys.stderr)
+        print(f"status={record['status']}")
+        return 0
+    found = flags(
+        record.get("checks", {}),
+        record["temperatures"],
+        record["kappa_TOT_ave"],
+        cfg.settings.checks,
+    )
+    if found:  # suspicious, not failed: scored, and flagged in the tables
+        print(f"flags={','.join(found)}")
+    for t, k in zip(record["temperatures"], record["kappa_TOT_ave"], strict=True):
+        print(f"kappa_TOT_ave_{t:g}K={_fmt(k)}")
+    return 0
+
+
+def _fc3_and_kappa(todo, cfg, files, spec, model: _Model) -> None:
+    from kappaflow.steps.anharmonic import run_fc3
+    from kappaflow.steps.kappa import run_kappa
+
     if "fc3" in todo:
         run_fc3(
             relaxed=files["relaxed"],
@@ -168,28 +247,6 @@ def cmd_kappa(args: argparse.Namespace) -> int:
             out_record=files["record"],
             fc3_forces=files["forces_fc3"],
         )
-    if not todo:
-        print(
-            f"[kappaflow] {args.out} is up to date; nothing recomputed (--force redoes it)",
-            file=sys.stderr,
-        )
-    record = storage.read_json(files["record"])
-    if record["status"] != OK:
-        if record.get("errors"):
-            print(f"[kappaflow] {args.material}: {record['errors'][-1]}", file=sys.stderr)
-        print(f"status={record['status']}")
-        return 0
-    found = flags(
-        record.get("checks", {}),
-        record["temperatures"],
-        record["kappa_TOT_ave"],
-        cfg.settings.checks,
-    )
-    if found:  # suspicious, not failed: scored, and flagged in the tables
-        print(f"flags={','.join(found)}")
-    for t, k in zip(record["temperatures"], record["kappa_TOT_ave"], strict=True):
-        print(f"kappa_TOT_ave_{t:g}K={_fmt(k)}")
-    return 0
 
 
 def _gamma_scores(cfg, material_id: str, record: dict[str, Any]) -> dict[str, Any] | None:
@@ -215,46 +272,40 @@ def cmd_gruneisen(args: argparse.Namespace) -> int:
     from kappaflow import storage
     from kappaflow.gates import OK
     from kappaflow.layout import material_files
-    from kappaflow.settings import KappaSettings
     from kappaflow.steps.gruneisen import run_gruneisen
+    from kappaflow.steps.resume import GRUNEISEN_STEPS
 
     cfg = _config(args)
     files = material_files(args.out)
     spec = _model_spec(args, cfg)
-    _, material = cfg.material(args.material)
     settings = cfg.settings.gruneisen
+    melting_point = cfg.melting_point(args.material)
+    wanted = _wanted(args, cfg, spec, gruneisen=settings, melting_point=melting_point)
     model = _Model(spec, args.device, args.model_dir)
-    kappa = KappaSettings((300.0,), cfg.settings.phono3py)
-    todo = _todo(args, cfg, files, spec, material, kappa)
-    _relax_and_fc2(todo, args, cfg, files, model)
-    current = (
-        "relax" not in todo
-        and "fc2" not in todo
-        and files["gruneisen"].exists()
-        and storage.read_json(files["gruneisen"]).get("settings", {}).get("gruneisen")
-        == settings.as_dict()
-    )
-    if current:
-        print(
-            f"[kappaflow] {files['gruneisen']} is up to date; nothing recomputed "
-            "(--force redoes it)",
-            file=sys.stderr,
-        )
-    else:
-        run_gruneisen(
-            relaxed=files["relaxed"],
-            fc2_path=files["fc2"],
-            model=spec,
-            settings=settings,
-            relax_settings=cfg.settings.relax,
-            phono3py_settings=cfg.settings.phono3py,
-            out_hdf5=files["gruneisen_hdf5"],
-            out_json=files["gruneisen"],
-            out_csv=files["thermal_expansion"],
-            melting_point=cfg.melting_point(args.material),
-            loaded=model(),
-        )
-    record = storage.read_json(files["gruneisen"])
+    with _locked(args):
+        todo = _todo(args, files, wanted, GRUNEISEN_STEPS)
+        _relax_and_fc2(todo, args, cfg, files, model)
+        if "gruneisen" in todo:
+            run_gruneisen(
+                relaxed=files["relaxed"],
+                fc2_path=files["fc2"],
+                model=spec,
+                settings=settings,
+                relax_settings=cfg.settings.relax,
+                phono3py_settings=cfg.settings.phono3py,
+                out_hdf5=files["gruneisen_hdf5"],
+                out_json=files["gruneisen"],
+                out_csv=files["thermal_expansion"],
+                melting_point=melting_point,
+                loaded=model(),
+            )
+        else:
+            print(
+                f"[kappaflow] {files['gruneisen']} is up to date; nothing recomputed "
+                "(--force redoes it)",
+                file=sys.stderr,
+            )
+        record = storage.read_json(files["gruneisen"])
     t = settings.score_temperature
     scores = _gamma_scores(cfg, args.material, record)
     if scores is not None:
@@ -413,6 +464,23 @@ TRAIN_FLAGS_INT = ("epochs", "batch_size", "seed")
 TRAIN_FLAGS_FLOAT = ("lr", "energy_weight", "forces_weight", "stress_weight", "valid_fraction")
 
 
+#: commands whose --out is a folder (the others write one file there)
+FOLDER_OUT = ("kappa", "gruneisen", "finetune-export", "finetune-train")
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """A --out that cannot be written is refused before any work, naming it."""
+    from kappaflow import storage
+
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    if args.command in FOLDER_OUT:
+        storage.output_folder(out, create=False)
+    else:
+        storage.output_file(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     from kappaflow.cli_parser import build_parser
 
@@ -427,11 +495,16 @@ def main(argv: list[str] | None = None) -> int:
     from kappaflow.metrics import InvalidReferenceError
     from kappaflow.reference import ChecksumError, ReferenceNotFoundError
     from kappaflow.settings import SettingsError
+    from kappaflow.storage import FolderLockedError, LockingUnsupportedError, OutputFolderError
     from kappaflow.structures import MaterialError
 
     try:
+        _check_out(args)
         return args.func(args)
     except (
+        OutputFolderError,
+        FolderLockedError,
+        LockingUnsupportedError,
         ConfigError,
         ModelError,
         MaterialError,

@@ -8,6 +8,8 @@ defaults were used is recorded in ``MaterialSpec.defaults_used``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -335,3 +337,38 @@ def frame_for(frames: list[Atoms], material_id: str) -> Atoms:
         if mid == material_id:
             return atoms.copy()
     raise MaterialError(f"material {material_id!r} is not in the structures file")
+
+
+def _canonical(value: Any) -> Any:
+    """A frame's value as plain JSON (numpy arrays and scalars as lists and numbers)."""
+    if isinstance(value, np.ndarray):
+        return _canonical(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def frame_text(atoms: Atoms) -> str:
+    """The canonical text of one frame: cell, pbc, every per-atom array (numbers,
+    positions, masses where given, ...) and every info key, as sorted JSON with exact
+    floats. It does not depend on the frame's place in its file, on the rest of the file,
+    or on how ASE formats extxyz."""
+    content = {
+        "cell": np.asarray(atoms.cell[:], dtype=float),
+        "pbc": [bool(x) for x in atoms.pbc],
+        "arrays": dict(atoms.arrays),
+        "info": dict(atoms.info),
+    }
+    return json.dumps(_canonical(content), sort_keys=True, separators=(",", ":"))
+
+
+def frame_sha256(atoms: Atoms) -> str:
+    """sha256 of :func:`frame_text`: what the relax job of this material is made from
+    (the workflow's re-run trigger, and the CLI's record)."""
+    return hashlib.sha256(frame_text(atoms).encode("utf-8")).hexdigest()

@@ -18,6 +18,7 @@ from kappaflow.progress import Progress
 from kappaflow.runtime import log
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
+from kappaflow.steps.resume import fc_settings, hdf5_made_from, made_from
 
 
 class _Meaningless(Exception):
@@ -47,11 +48,18 @@ def run_fc3(
     fitted by symfc) are labelled in both files' ``protocol_deviations`` attribute."""
     from kappaflow import phonons
 
+    inputs = {"relaxed": relaxed, "phonons": phonons_json}
+    made = made_from(inputs, fc_settings(settings, force_settings), model)
     the_gate = storage.read_json(phonons_json)
     if the_gate["status"] != OK:
         log(f"fc3 skipped: {the_gate['status']}")
         write_fc_placeholders(
-            the_gate["status"], fc_path=out_fc3, order=3, forces_path=out_forces, model=model.key
+            the_gate["status"],
+            fc_path=out_fc3,
+            order=3,
+            forces_path=out_forces,
+            model=model.key,
+            attrs=hdf5_made_from(made),
         )
         return {"status": the_gate["status"]}
     atoms, record = storage.read_structure(relaxed)
@@ -59,7 +67,7 @@ def run_fc3(
     ph3 = phonons.init_phono3py(atoms, material, settings)
     loaded = loaded or load_calculator(model, device, model_dir)
     deviations = settings.protocol_deviations()
-    labels = {"protocol_deviations": json.dumps(deviations)}
+    labels = {"protocol_deviations": json.dumps(deviations), **hdf5_made_from(made)}
     t0 = time.perf_counter()
     log(f"fc3: {len(ph3.supercells_with_displacements)} supercells of {len(ph3.supercell)} atoms")
     if deviations:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from kappaflow import storage
 from kappaflow.runtime import log, provenance
+from kappaflow.steps.resume import add_outputs
 from kappaflow.structures import MaterialSpec
 
 #: columns of thermal_expansion.csv (also written, empty, by a failed Grüneisen step)
@@ -51,6 +52,7 @@ def write_placeholders(
     if csv_path is not None:
         storage.write_csv(csv_path, pd.DataFrame(columns=list(THERMAL_EXPANSION_COLUMNS)))
     if json_path is not None:
+        add_outputs(record, *(path for path, _ in hdf5), csv_path)
         storage.write_json(json_path, record)
     log(f"{what}: no result ({record['status']})")
     return record

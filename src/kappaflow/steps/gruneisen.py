@@ -18,6 +18,7 @@ from kappaflow.grid import temperature_index
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings
 from kappaflow.steps.common import THERMAL_EXPANSION_COLUMNS, material_of, write_placeholders
+from kappaflow.steps.resume import add_outputs, gruneisen_settings, made_from
 from kappaflow.structures import type_group
 
 
@@ -55,6 +56,11 @@ def run_gruneisen(
     from kappaflow.gruneisen import compute_gruneisen
 
     t_start = time.perf_counter()
+    made = made_from(
+        {"relaxed": relaxed, "fc2": fc2_path},
+        gruneisen_settings(settings, relax_settings, phono3py_settings, melting_point),
+        model,
+    )
     atoms, relax_record = storage.read_structure(relaxed)
     material = material_of(relax_record)
     temps = list(settings.temperatures)
@@ -76,6 +82,7 @@ def run_gruneisen(
         "model": relax_record.get("model", {}),
         "errors": list(relax_record.get("errors", [])),
         "timing_s": {},
+        "provenance": provenance(made_from=made),
     }
     upstream = relax_record.get("status", OK)
     if upstream == OK and storage.fc_status(fc2_path) != OK:
@@ -141,7 +148,7 @@ def run_gruneisen(
         cubic=res.cubic,
     )
     record["timing_s"]["gruneisen_total"] = time.perf_counter() - t_start
-    record["provenance"] = provenance()
+    record["provenance"] = provenance(made_from=made)
     gm = res.mesh
     storage.write_hdf5(
         out_hdf5,
@@ -178,7 +185,7 @@ def run_gruneisen(
         "above_melting": above,
     }
     storage.write_csv(out_csv, pd.DataFrame({c: curve[c] for c in THERMAL_EXPANSION_COLUMNS}))
-    storage.write_json(out_json, record)
+    storage.write_json(out_json, add_outputs(record, out_hdf5, out_csv))
     log(
         f"γ({settings.score_temperature:g} K) = {record['gamma']:.6g}, K_T = "
         f"{record['bulk_modulus_GPa']} GPa, status {record['status']}, "

@@ -23,6 +23,7 @@ from kappaflow.progress import Progress
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import Phono3pySettings
 from kappaflow.steps.common import force_log, material_of, write_fc_placeholders
+from kappaflow.steps.resume import add_outputs, fc_settings, made_from, with_made_from
 from kappaflow.structures import periodicity_problem
 
 
@@ -55,6 +56,7 @@ def run_fc2(
     """
     from kappaflow import phonons
 
+    made = {"inputs": {"relaxed": relaxed}, "settings": fc_settings(settings, force_settings)}
     atoms, record = storage.read_structure(relaxed)
     material = material_of(record)
     ph3 = phonons.init_phono3py(atoms, material, settings)
@@ -139,7 +141,8 @@ def run_fc2(
             timing_s={"fc2_total": time.perf_counter() - t0},
             provenance=provenance(backend=settings.backend),
         )
-        storage.write_json(out_phonons, out)
+        with_made_from(out, made_from(**made, model=model))
+        storage.write_json(out_phonons, add_outputs(out, out_disp, out_fc2, out_forces))
         return out
     storage.write_forces(out_forces, run.forces, model=model.key)
     storage.write_fc(out_fc2, 2, fc2, ph3.phonon_primitive.p2s_map)
@@ -152,6 +155,7 @@ def run_fc2(
         timing_s={"fc2_forces": t_forces, "fc2_total": time.perf_counter() - t0},
         provenance=provenance(backend=settings.backend),
     )
-    storage.write_json(out_phonons, out)
+    with_made_from(out, made_from(**made, model=model, info=loaded.info))
+    storage.write_json(out_phonons, add_outputs(out, out_disp, out_fc2, out_forces))
     log(f"fc2 done: gate {the_gate.status}, lowest frequency {out['min_frequency_THz']:.4f} THz")
     return out

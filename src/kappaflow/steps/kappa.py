@@ -20,6 +20,7 @@ from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, OK, error_fields
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
 from kappaflow.steps.common import material_of, write_placeholders
+from kappaflow.steps.resume import add_outputs, kappa_settings, made_from
 
 
 def kappa_datasets(result: KappaResult) -> dict[str, Any]:
@@ -141,6 +142,14 @@ def run_kappa(
     fc3_forces: str | Path | None = None,
 ) -> dict[str, Any]:
     """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record."""
+    inputs = {
+        "relaxed": relaxed,
+        "phonons": phonons_json,
+        "fc2": fc2_path,
+        "fc3": fc3_path,
+        "forces_fc3": fc3_forces,
+    }
+    made = made_from(inputs, kappa_settings(settings.phono3py, settings.temperatures))
     atoms, relax_record = storage.read_structure(relaxed)
     material = material_of(relax_record)
     record = _record(relax_record, storage.read_json(phonons_json), settings)
@@ -186,7 +195,7 @@ def run_kappa(
     labels = {"protocol_deviations": json.dumps(record["protocol_deviations"])}
     if result is None:
         record["kappa_TOT_ave"] = [None] * len(settings.temperatures)
-        record["provenance"] = provenance(backend=backend)
+        record["provenance"] = provenance(backend=backend, made_from=made)
         temps = {"temperature": np.asarray(settings.temperatures)}
         return write_placeholders(
             record, what="κ", json_path=out_record, hdf5=((out_hdf5, temps),), attrs=labels
@@ -196,7 +205,7 @@ def run_kappa(
     record["kappa_P_RTA"] = result.kappa_P_RTA.tolist()
     record["kappa_C"] = result.kappa_C.tolist()
     record["sum_rule_error"] = result.sum_rule_error()
-    record["provenance"] = provenance(backend=backend)
+    record["provenance"] = provenance(backend=backend, made_from=made)
     attrs = {
         "kappaflow_status": OK,
         "mp_id": material.material_id,
@@ -206,6 +215,6 @@ def run_kappa(
         **labels,
     }
     storage.write_hdf5(out_hdf5, kappa_datasets(result), attrs)
-    storage.write_json(out_record, record)
+    storage.write_json(out_record, add_outputs(record, out_hdf5))
     log(f"κ_TOT_ave = {record['kappa_TOT_ave']} W/mK in {record['timing_s']['kappa']:.1f} s")
     return record

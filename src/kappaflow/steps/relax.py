@@ -13,6 +13,7 @@ from kappaflow.calculators import LoadedModel, ModelSpec, load_calculator
 from kappaflow.gates import OK, error_fields, failure_status
 from kappaflow.runtime import log, provenance
 from kappaflow.settings import RelaxSettings, StructureDefaults
+from kappaflow.steps.resume import relax_made_from, with_made_from
 from kappaflow.structures import (
     MaterialError,
     MaterialSpec,
@@ -90,5 +91,6 @@ def run_relax(
             out_atoms = result.atoms
     record["timing_s"] = {"relax": time.perf_counter() - t0}
     record["provenance"] = provenance()
+    with_made_from(record, relax_made_from(atoms, material, settings, model, loaded.info))
     storage.write_structure(out_relaxed, out_atoms, record)
     return record
