@@ -25,6 +25,12 @@ GRUNEISEN = CONFIG.gruneisen_enabled
 STRUCTURES = str(CONFIG.structures)
 REFERENCE_KAPPA = CONFIG.reference_kappa
 GAMMA_REFERENCE = CONFIG.gamma_reference if GRUNEISEN else []
+# κ jobs with kappaflow's ph-ph engine: torch in their env, and a GPU unless a profile
+# sets `set-resources: kappa: device: cpu` (README "Speed")
+KAPPA_ENV = CONFIG.kappa_env
+KAPPA_GPUS = CONFIG.kappa_gpus(
+    workflow.resource_settings.overwrite_resources.get("kappa", {}).get("device")
+)
 
 
 wildcard_constraints:

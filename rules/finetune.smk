@@ -26,7 +26,7 @@ rule finetune_export:
     params:
         materials=get_ft_materials,
         export=get_ft_export,
-        phono3py=config["phono3py"],
+        phono3py=CONFIG.force_phono3py,
         structure_defaults=config["structure_defaults"],
         material_overrides=config["material_overrides"],
     script:

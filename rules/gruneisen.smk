@@ -25,7 +25,7 @@ rule gruneisen:
         model=get_model,
         gruneisen=config["gruneisen"],
         relax=config["relax"],
-        phono3py=config["phono3py"],
+        phono3py=CONFIG.force_phono3py,
         melting_point=get_melting_point,
     script:
         "../scripts/gruneisen.py"
@@ -51,7 +51,7 @@ rule gruneisen_fc3_check:
         runtime=runtime_for("gruneisen_fc3_check"),
     params:
         gruneisen=config["gruneisen"],
-        phono3py=config["phono3py"],
+        phono3py=CONFIG.force_phono3py,
     script:
         "../scripts/gruneisen_fc3_check.py"
 

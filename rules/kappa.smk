@@ -1,4 +1,6 @@
-# Conductivity (CPU, OpenMP/Rayon threads = the job's threads), all temperatures at once.
+# Conductivity, all temperatures at once: phono3py (CPU, OpenMP/Rayon threads = the job's
+# threads), its three-phonon interaction by phono3py or kappaflow's engine
+# (phono3py.phph_engine; then on the GPU of the job unless `device: cpu`).
 
 
 rule kappa:
@@ -16,11 +18,12 @@ rule kappa:
     benchmark:
         "logs/benchmark/kappa/{model}/{material}.tsv"
     conda:
-        "../envs/analysis.yaml"
+        KAPPA_ENV
     threads: 1  # two 1-thread κ jobs beat one 2-thread job (docs/benchmarks.md); profiles raise it
     resources:
         mem_mb=4000,
         runtime=runtime_for("kappa"),
+        gpu=KAPPA_GPUS,
     params:
         temperatures=TEMPS,
         phono3py=config["phono3py"],

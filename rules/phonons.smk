@@ -22,7 +22,7 @@ rule fc2:
         runtime=runtime_for("fc2"),
     params:
         model=get_model,
-        phono3py=config["phono3py"],
+        phono3py=CONFIG.force_phono3py,
         forces=config["forces"],
     script:
         "../scripts/fc2.py"
@@ -48,7 +48,7 @@ rule fc3:
         runtime=runtime_for("fc3"),
     params:
         model=get_model,
-        phono3py=config["phono3py"],
+        phono3py=CONFIG.force_phono3py,
         forces=config["forces"],
     script:
         "../scripts/fc3.py"

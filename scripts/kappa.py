@@ -20,4 +20,7 @@ run_kappa(
     out_hdf5=snakemake.output.kappa,
     out_record=snakemake.output.record,
     fc3_forces=i.forces_fc3,
+    device=getattr(snakemake.resources, "device", "auto"),
+    threads=snakemake.threads,
+    job_mem_mb=getattr(snakemake.resources, "mem_mb", None),
 )

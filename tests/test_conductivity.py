@@ -187,14 +187,14 @@ def test_two_kappa_jobs_at_once_write_their_own_hdf5(tmp_path):
     cu.info = {
         "material_id": "Cu",
         "fc2_supercell": [3, 3, 3],
-        "fc3_supercell": [2, 2, 2],
+        "fc3_supercell": [3, 3, 3],  # 2x2x2 of a 1-atom fcc cell: fc3 = 0 (zero_fc3)
         "q_mesh": [7, 7, 7],
     }
     ag = bulk("Ag", "fcc", a=4.06)
     ag.info = {
         "material_id": "Ag",
         "fc2_supercell": [3, 3, 3],
-        "fc3_supercell": [2, 2, 2],
+        "fc3_supercell": [3, 3, 3],  # 2x2x2 of a 1-atom fcc cell: fc3 = 0 (zero_fc3)
         "q_mesh": [7, 7, 7],
     }
     write(tmp_path / "s.extxyz", [cu, ag], format="extxyz")

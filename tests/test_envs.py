@@ -129,6 +129,12 @@ def test_model_envs_hold_their_model_only(envs):
     assert not {"mace-torch", "chgnet"} & set(envs["sevennet"])
 
 
+def test_phph_env_is_analysis_plus_torch(envs):
+    """The κ rule's env with kappaflow's ph-ph engine: the analysis env and torch only."""
+    assert set(envs["phph"]) - set(envs["analysis"]) == {"torch"}
+    assert {k: v for k, v in envs["phph"].items() if k != "torch"} == envs["analysis"]
+
+
 def test_analysis_env_has_no_torch(envs):
     present = MODEL_PACKAGES & set(envs["analysis"])
     assert not present, f"analysis.yaml must stay torch-free, has {sorted(present)}"

@@ -61,7 +61,7 @@ def cu_frame(a: float = 3.61):
     atoms.info = {
         "material_id": "Cu-fcc",
         "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
+        "fc3_supercell": [3, 3, 3],  # 2x2x2 of a 1-atom fcc cell has fc3 = 0 (zero_fc3)
         "q_mesh": [4, 4, 4],
     }
     return atoms

@@ -5,7 +5,7 @@ The DFT reference and the published model tables were computed with phono3py 3.x
 virtual environment (``KAPPAFLOW_PHONO3PY3_VENV``, default
 ``~/.cache/kappaflow/phono3py3-venv``) and run in a subprocess (``tests/oracle_phono3py3.py``)
 on the structure and the fc2/fc3 files kappaflow used; the tests skip, naming the reason,
-where the venv cannot be made. docs/protocol-kappa-convention.md explains the conventions.
+where the venv cannot be made. docs/protocol.md §14 explains the conventions.
 
 Cheap force constants: zincblende with per-species Lennard-Jones pairs, fc3 multiplied by
 ``FC3_SCALE`` so that the linewidths are large and κ_C is about two thirds of κ (the
@@ -300,7 +300,7 @@ def test_reference_assembly_reproduces_phono3py3_with_its_own_linewidths(lj_case
     1e-6 by kappaflow's assembly with the velocity products kappaflow computed from phono3py
     4.10's dynamical matrix: the whole remaining difference of the two full runs is in the
     tetrahedron-integrated linewidths (phonopy 4 changed the tetrahedron method where a
-    frequency equals a vertex value; docs/protocol-kappa-convention.md §3)."""
+    frequency equals a vertex value; docs/protocol.md §14.3)."""
     ref = lj_case["reference"]
     o = {k[4:]: v for k, v in lj_oracle.items() if k.startswith("own_")}
     gamma = o["gamma"] + o["gamma_isotope"][None]
@@ -457,7 +457,7 @@ def test_chgnet_gaas_reference_kappa_equals_phono3py3(
     kappaflow's default κ = phono3py 3.19.4 on the same relaxed cell, fc2 and fc3 to 1e-6
     given the same linewidths (measured 5e-14); with its own linewidths 3.19.4 gives
     0.023745 against kappaflow's 0.023736 W/mK (−0.035 %, the tetrahedron rule of
-    docs/protocol-kappa-convention.md §3); both within 1 % of k_SRME's published 0.0238
+    docs/protocol.md §14.3); both within 1 % of k_SRME's published 0.0238
     (phono3py 4.10's own SMM19 κ is +52 % here)."""
     pytest.importorskip("chgnet")
     from phono3py.file_IO import read_fc2_from_hdf5, read_fc3_from_hdf5

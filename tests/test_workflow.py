@@ -561,7 +561,7 @@ def test_slurm_profile_dry_run(env, tmp_path):
     for rule in ("relax", "fc2", "fc3", "gruneisen", "finetune_label", "finetune_train"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
     for rule in ("kappa", "gruneisen_fc3_check", "gather", "metrics"):
-        assert "gpu" not in resources[rule], (rule, resources[rule])
+        assert resources[rule].get("gpu", "0") == "0", (rule, resources[rule])
     for rule, minutes in DEFAULT_RUNTIME_MINUTES.items():
         assert resources[rule]["runtime"] == str(minutes), rule
     assert int(resources["kappa"]["mem_mb"]) >= 16000
@@ -578,7 +578,7 @@ def test_gpu_profile_dry_run(env, tmp_path):
     resources = _planned_resources(proc.stdout)
     for rule in ("relax", "fc2", "fc3", "gruneisen"):
         assert resources[rule].get("gpu") == "1", (rule, resources[rule])
-    assert "gpu" not in resources["kappa"]
+    assert resources["kappa"].get("gpu", "0") == "0"  # phono3py's engine: CPU only
 
 
 def test_batched_path_for_a_model_without_one_fails_at_start(env, tmp_path):
@@ -588,6 +588,57 @@ def test_batched_path_for_a_model_without_one_fails_at_start(env, tmp_path):
     assert proc.returncode != 0
     assert "forces.path=batched, but model(s) emt have no batched call" in proc.stdout
     assert "Job stats:" not in proc.stdout
+
+
+def _with_phono3py(workdir: Path, **keys) -> None:
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["phono3py"].update(keys)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_kappa_only_settings_rerun_kappa_jobs_only(dot_test_run, env, tmp_path):
+    """phono3py.phph_engine: kappaflow (or kappa_convention) changes the κ rule's params only:
+    the κ jobs and what aggregates them re-run, no force job; the κ job gets a GPU unless
+    the profile keeps it on the CPU; the engine's κ equals phono3py's to 1e-8, its log has
+    progress lines, its hdf5 names the engine."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(dot_test_run.workdir, workdir, symlinks=True)
+    force_files = {
+        p: p.stat().st_mtime_ns
+        for p in (workdir / "results" / "emt").rglob("*")
+        if p.name not in ("kappa.hdf5", "kappa.json")
+    }
+    _with_phono3py(workdir, kappa_convention="phono3py4")
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    assert {j.rule for j in planned_jobs(dry.stdout)} <= {"kappa"} | AGGREGATION_RULES
+    assert job_stats(dry.stdout)["kappa"] == len(TEST_MATERIALS)
+
+    _with_phono3py(workdir, kappa_convention="reference", phph_engine="kappaflow")
+    dry = run_dot_test(workdir, env, "-n")
+    check_ok(dry)
+    assert {j.rule for j in planned_jobs(dry.stdout)} <= {"kappa"} | AGGREGATION_RULES
+    assert _planned_resources(dry.stdout)["kappa"]["gpu"] == "1"
+    on_cpu = run_dot_test(workdir, env, "-n", "--set-resources", "kappa:device=cpu")
+    check_ok(on_cpu)
+    assert _planned_resources(on_cpu.stdout)["kappa"].get("gpu", "0") == "0"
+
+    proc = run_dot_test(workdir, env, "--set-resources", "kappa:device=cpu")
+    check_ok(proc)
+    assert job_stats(proc.stdout)["kappa"] == len(TEST_MATERIALS)
+    assert all(p.stat().st_mtime_ns == t for p, t in force_files.items() if p.exists())
+    for material in TEST_MATERIALS:
+        old = dot_test_run.workdir / "results" / "emt" / material / "kappa.hdf5"
+        new = workdir / "results" / "emt" / material / "kappa.hdf5"
+        (a, _), (b, attrs) = storage.read_hdf5(old), storage.read_hdf5(new)
+        assert attrs["phph_engine"] == "kappaflow" and attrs["phph_device"] == "cpu"
+        assert attrs["kappa_convention"] == "reference"
+        for key in ("kappa_TOT_RTA", "kappa_P_RTA", "kappa_C", "mode_kappa_TOT", "gamma"):
+            scale = np.abs(a[key]).max()
+            assert np.abs(b[key] - a[key]).max() <= 1e-8 * scale, (material, key)
+        log = (workdir / "logs" / "kappa" / "emt" / f"{material}.log").read_text()
+        assert "ph-ph engine kappaflow on cpu" in log
+        assert re.search(r"κ: \d+/\d+ grid points \(100 %\)", log), log[-2000:]
 
 
 def test_dot_test_matches_the_golden_values(dot_test_run):

@@ -38,6 +38,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         phono["mesh"] = list(args.mesh)
     if getattr(args, "backend", None):
         phono["backend"] = args.backend
+    if getattr(args, "phph_engine", None):
+        phono["phph_engine"] = args.phph_engine
+    if getattr(args, "kappa_convention", None):
+        phono["kappa_convention"] = args.kappa_convention
     for key in ("fc3_cutoff_pair_distance", "fc3_random_displacements"):
         if getattr(args, key, None) is not None:  # opt-in protocol deviations
             phono[key] = getattr(args, key)
@@ -196,7 +200,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     with _locked(args):
         todo = _todo(args, files, wanted, KAPPA_STEPS)
         _relax_and_fc2(todo, args, cfg, files, model)
-        _fc3_and_kappa(todo, cfg, files, spec, model)
+        _fc3_and_kappa(todo, cfg, files, spec, model, args.threads)
         if not todo:
             print(
                 f"[kappaflow] {args.out} is up to date; nothing recomputed (--force redoes it)",
@@ -221,7 +225,7 @@ def cmd_kappa(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fc3_and_kappa(todo, cfg, files, spec, model: _Model) -> None:
+def _fc3_and_kappa(todo, cfg, files, spec, model: _Model, threads: int | None) -> None:
     from kappaflow.steps.anharmonic import run_fc3
     from kappaflow.steps.kappa import run_kappa
 
@@ -246,6 +250,8 @@ def _fc3_and_kappa(todo, cfg, files, spec, model: _Model) -> None:
             out_hdf5=files["kappa"],
             out_record=files["record"],
             fc3_forces=files["forces_fc3"],
+            device=model.device,
+            threads=threads,
         )
 
 

@@ -75,7 +75,25 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     k.add_argument(
         "--backend", choices=["C", "Rust"], help="phono3py backend (default C; recorded)"
     )
-    k.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    k.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if present), cpu or cuda: the model's forces and, with "
+        "--phph-engine kappaflow, the three-phonon interaction",
+    )
+    k.add_argument(
+        "--phph-engine",
+        choices=["phono3py", "kappaflow"],
+        help="who computes the three-phonon interaction strength (config "
+        "phono3py.phph_engine; default phono3py): kappaflow's batched torch engine gives "
+        "the same κ to 1e-8, faster (README 'Speed')",
+    )
+    k.add_argument(
+        "--kappa-convention",
+        choices=["reference", "phono3py4"],
+        help="Wigner κ convention (config phono3py.kappa_convention; default reference = "
+        "phono3py 3.x, as the DFT reference); phono3py4 is a PROTOCOL DEVIATION (labelled)",
+    )
     add_force_options(k)
     k.add_argument(
         "--fc3-cutoff-pair-distance",

@@ -2,7 +2,7 @@
 
 phono3py 4.10 is the engine (``transport_type="SMM19"``): phonons, heat capacities and the
 ph-ph/isotope linewidths come from its run. The conductivity is then assembled in one of two
-conventions (docs/protocol-kappa-convention.md):
+conventions (docs/protocol.md §14):
 
 ``"reference"`` (default)
     phono3py 3.x ``conductivity_type="wigner"``, the convention of the DFT reference and of
@@ -22,18 +22,19 @@ capacity (k_SRME, :func:`split_coherence`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from phono3py import Phono3py
 
-from kappaflow.settings import Phono3pySettings
+from kappaflow.settings import KAPPA_CONVENTIONS, Phono3pySettings
 
 TRANSPORT_TYPE = "SMM19"
 
 #: κ conventions of :func:`compute_kappa`; "reference" is the protocol's
-CONVENTIONS = ("reference", "phono3py4")
+CONVENTIONS = KAPPA_CONVENTIONS
 DEFAULT_CONVENTION = "reference"
 
 #: phono3py 3.x ``VelocityOperator`` default finite-difference step |Δq| (1/Å, no 2π)
@@ -288,9 +289,9 @@ def wigner_pair_kappa(
     hg = 2.0 * np.asarray(gamma, dtype=float) * thz_to_ev
     g_sum = hg[..., :, None] + hg[..., None, :]
     d_w = hw[:, :, None] - hw[:, None, :]
-    lorentzian = 0.5 * g_sum / (d_w**2 + 0.25 * g_sum**2)
     ok = (f[:, :, None] > cutoff_frequency) & (f[:, None, :] > cutoff_frequency)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only on pairs not `ok`
+        lorentzian = 0.5 * g_sum / (d_w**2 + 0.25 * g_sum**2)
         cv_per_w = np.where(f > cutoff_frequency, heat_capacity / np.where(hw > 0, hw, 1.0), 0.0)
     prefactor = (
         0.25 * (hw[:, :, None] + hw[:, None, :]) * (cv_per_w[..., :, None] + cv_per_w[..., None, :])
@@ -402,15 +403,29 @@ def compute_kappa(
     temperatures: list[float] | tuple[float, ...],
     settings: Phono3pySettings,
     *,
-    convention: str = DEFAULT_CONVENTION,
+    convention: str | None = None,
+    device: str | None = "auto",
+    threads: int | None = None,
+    memory_mb: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> KappaResult:
     """Wigner RTA κ at all ``temperatures`` in one run (ph-ph strength computed once).
 
-    ``convention="reference"`` (default): phono3py 3.x Wigner κ (the DFT reference's and
-    the published tables'), assembled from phono3py 4.10's phonons, heat capacities and
-    linewidths with the 3.x velocity operator. ``convention="phono3py4"``: phono3py 4.10's
-    own SMM19 κ (``tc.kappa``), a protocol deviation. See the module docstring.
+    ``convention`` (default ``settings.kappa_convention``): ``"reference"`` is phono3py
+    3.x Wigner κ (the DFT reference's and the published tables'), assembled from phono3py
+    4.10's phonons, heat capacities and linewidths with the 3.x velocity operator;
+    ``"phono3py4"`` is phono3py 4.10's own SMM19 κ (``tc.kappa``), a protocol deviation.
+    See the module docstring.
+
+    ``settings.phph_engine`` says who computes the three-phonon interaction strength
+    (:func:`kappaflow.phph.install`): phono3py, or kappaflow's engine on ``device`` (auto:
+    CUDA when present) with ``threads`` and ``memory_mb``. ``progress(done, total)`` is
+    called after every irreducible grid point with either engine. The engine's record is
+    ``extra["phph"]``.
     """
+    from kappaflow import phph
+
+    convention = settings.kappa_convention if convention is None else convention
     if convention not in CONVENTIONS:
         raise ValueError(
             f"kappa convention must be one of {', '.join(CONVENTIONS)}, got {convention!r}"
@@ -418,14 +433,22 @@ def compute_kappa(
     ph3.fc2 = fc2
     ph3.fc3 = fc3
     ph3.init_phph_interaction(symmetrize_fc3q=False)
-    ph3.run_thermal_conductivity(
-        temperatures=list(temperatures),
-        is_isotope=settings.is_isotope,
-        boundary_mfp=settings.boundary_mfp,
-        transport_type=TRANSPORT_TYPE,
-        write_kappa=False,
-        log_level=0,
-    )
+    with phph.install(
+        ph3,
+        engine=settings.phph_engine,
+        device=device,
+        threads=threads,
+        memory_mb=memory_mb,
+        progress=progress,
+    ) as phph_record:
+        ph3.run_thermal_conductivity(
+            temperatures=list(temperatures),
+            is_isotope=settings.is_isotope,
+            boundary_mfp=settings.boundary_mfp,
+            transport_type=TRANSPORT_TYPE,
+            write_kappa=False,
+            log_level=0,
+        )
     tc = ph3.thermal_conductivity
     cv = np.asarray(tc.mode_heat_capacities)
     freqs = np.asarray(tc.frequencies)
@@ -433,7 +456,7 @@ def compute_kappa(
     gamma_iso_all = tc.gamma_isotope
     gamma_iso = None if gamma_iso_all is None else np.asarray(gamma_iso_all)[0]
     kappa_p4 = np.asarray(tc.kappa)[0]
-    extra: dict[str, Any] = {"kappa_phono3py4": kappa_p4}
+    extra: dict[str, Any] = {"kappa_phono3py4": kappa_p4, "phph": phph_record.as_dict()}
     if convention == "phono3py4":
         matrix = np.asarray(tc.mode_kappa_matrix)[0]  # (T, q, s, s', 6)
         mode_p, mode_c = split_mode_kappa(matrix, freqs, cv)

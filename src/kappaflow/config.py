@@ -53,6 +53,7 @@ from kappaflow.reference import (
     resolve_reference_dir,
 )
 from kappaflow.settings import (
+    KAPPA_ONLY_KEYS,
     CheckSettings,
     GruneisenSettings,
     KappaSettings,
@@ -302,6 +303,29 @@ class Config:
     # ---------------------------------------------------------------- models
     def model(self, key: str) -> ModelSpec:
         return model_spec(key, self.model_definitions)
+
+    @property
+    def force_phono3py(self) -> dict[str, Any]:
+        """The ``phono3py`` section without its κ-only keys: the param of every rule that
+        computes forces or force constants, so a κ-only setting (kappa_convention,
+        phph_engine) re-runs κ jobs only."""
+        return {k: v for k, v in self.raw["phono3py"].items() if k not in KAPPA_ONLY_KEYS}
+
+    @property
+    def kappa_env(self) -> str:
+        """The κ rule's conda env: torch only where kappaflow's ph-ph engine runs."""
+        engine = self.settings.phono3py.phph_engine
+        return "../envs/phph.yaml" if engine == "kappaflow" else "../envs/analysis.yaml"
+
+    def kappa_gpus(self, device: Any = None) -> int:
+        """GPUs of a κ job: 1 with kappaflow's ph-ph engine unless the κ rule's ``device``
+        resource (a profile's ``set-resources: kappa: device: cpu``, or
+        ``--set-resources kappa:device=cpu``; a snakemake ``Resource`` or text) keeps it on
+        the CPU; 0 with phono3py's engine (CPU only)."""
+        if self.settings.phono3py.phph_engine != "kappaflow":
+            return 0
+        text = str(getattr(device, "raw", device) or "auto").strip().strip("'\"")
+        return 0 if text == "cpu" else 1
 
     def model_params(self, key: str) -> dict[str, Any]:
         return model_params(self.model(key))

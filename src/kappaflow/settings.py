@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 #: phono3py backends. The DFT reference was produced with phono3py 3.x, C backend;
 #: phono3py 4.10 defaults to its (experimental) Rust backend "phonors".
 BACKENDS = ("C", "Rust")
+#: κ conventions (kappaflow.conductivity): "reference" = phono3py 3.x Wigner, the protocol's
+KAPPA_CONVENTIONS = ("reference", "phono3py4")
+#: engines of the three-phonon interaction strength (kappaflow.phph)
+PHPH_ENGINES = ("phono3py", "kappaflow")
+#: phono3py settings that only the κ step reads: they stay out of the force steps' params
+#: and records, so toggling one re-runs κ jobs only (PROTOCOL §8)
+KAPPA_ONLY_KEYS = ("kappa_convention", "phph_engine")
 
 
 class SettingsError(ValueError):
@@ -95,9 +102,22 @@ class Phono3pySettings:
     #: systematic on its own supercell).
     fc3_random_displacements: int | None = None
     random_seed: int = 0
+    #: κ only (KAPPA_ONLY_KEYS): the Wigner convention, "phono3py4" a protocol deviation;
+    kappa_convention: str = "reference"
+    #: who computes the three-phonon interaction strength (equal to 1e-8 in κ)
+    phph_engine: str = "phono3py"
 
     def __post_init__(self) -> None:
         _check_positive("phono3py.displacement", self.displacement)
+        for key, allowed in (
+            ("kappa_convention", KAPPA_CONVENTIONS),
+            ("phph_engine", PHPH_ENGINES),
+        ):
+            if getattr(self, key) not in allowed:
+                raise SettingsError(
+                    f"phono3py.{key} must be one of {', '.join(allowed)}, "
+                    f"got {getattr(self, key)!r}"
+                )
         if self.fc3_cutoff_pair_distance is not None:
             _check_positive("phono3py.fc3_cutoff_pair_distance", self.fc3_cutoff_pair_distance)
         n = self.fc3_random_displacements
@@ -131,6 +151,14 @@ class Phono3pySettings:
         d["mesh"] = list(self.mesh) if self.mesh is not None else None
         return d
 
+    def forces_dict(self) -> dict[str, Any]:
+        """:meth:`as_dict` without the κ-only keys: what displacements, forces and force
+        constants depend on (the force steps' records and resume checks)."""
+        d = self.as_dict()
+        for key in KAPPA_ONLY_KEYS:
+            del d[key]
+        return d
+
     def mesh_for(self, material: MaterialSpec) -> tuple[int, int, int]:
         """The q-mesh of ``material``: the ``mesh`` override, else the dataset's own."""
         return tuple(self.mesh or material.q_mesh)  # type: ignore[return-value]
@@ -146,6 +174,13 @@ class Phono3pySettings:
                 f"fc3_random_displacements={self.fc3_random_displacements}"
                 f"(symfc,seed={self.random_seed})"
             )
+        return out
+
+    def kappa_deviations(self) -> list[str]:
+        """:meth:`protocol_deviations` plus the κ-only ones (kappa.json/.hdf5, tables)."""
+        out = self.protocol_deviations()
+        if self.kappa_convention != "reference":
+            out.append(f"kappa_convention={self.kappa_convention}")
         return out
 
 

@@ -22,6 +22,19 @@ RESERVED_BATCH = 256
 MAX_BATCH = 4096
 
 
+#: what a κ job keeps for phono3py, its phonons and Python besides the engine (MB)
+JOB_RESERVE_MB = 1024.0
+
+
+def job_budget_mb(job_mem_mb: float | None, device_type: str) -> float | None:
+    """The engine's budget in a job of ``job_mem_mb`` (its ``mem_mb`` resource): on the CPU
+    the job's memory less :data:`JOB_RESERVE_MB` (a 4 GB job gives the engine 3 GB); on a
+    GPU None (the engine takes 80 % of the free device memory)."""
+    if device_type != "cpu" or job_mem_mb is None:
+        return None
+    return max(float(job_mem_mb) - JOB_RESERVE_MB, 256.0)
+
+
 class MemoryBudgetError(ValueError):
     """The memory budget cannot hold even one triplet of the engine's workspace."""
 

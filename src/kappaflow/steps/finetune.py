@@ -44,7 +44,7 @@ def run_finetune_export(
         ph3 = init_phono3py(frame_for(frames_in, mid), table[mid], phono3py_settings)
         out += finetune.export_material(ph3, mid, export)
     man = finetune.manifest(out, export, str(structures))
-    man["phono3py"] = phono3py_settings.as_dict()
+    man["phono3py"] = phono3py_settings.forces_dict()
     storage.write_frames(out_frames, out)
     man["sha256"] = storage.sha256_file(out_frames)
     storage.write_json(out_manifest, man)

@@ -65,7 +65,7 @@ def run_fc2(
         "broken_symmetry": record["relax"]["broken_symmetry"],
         "imaginary_freqs": False,
         "displacements": phonons.displacement_counts(ph3),
-        "settings": settings.as_dict(),
+        "settings": settings.forces_dict(),
         "model": record["model"],
         "errors": list(record.get("errors", [])),
         "checks": {"volume_change": volume_change(record["relax"])},

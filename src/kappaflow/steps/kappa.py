@@ -17,6 +17,7 @@ import numpy as np
 from kappaflow import storage
 from kappaflow.conductivity import TRANSPORT_TYPE, KappaResult, kappa_ave
 from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, OK, error_fields, step_error
+from kappaflow.progress import Progress
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
 from kappaflow.steps.common import material_of, write_placeholders
@@ -50,6 +51,8 @@ def kappa_datasets(result: KappaResult) -> dict[str, Any]:
         "kappa_TOT_ave": result.kappa_TOT_ave,
         "mode_kappa_TOT_ave": kappa_ave(result.mode_kappa_TOT),
         "mode_kappa_matrix": result.extra.get("mode_kappa_matrix"),
+        # phono3py 4.10's own SMM19 κ (Voigt), for comparison (docs/protocol.md §14)
+        "kappa_phono3py4": result.extra.get("kappa_phono3py4"),
     }
 
 
@@ -81,7 +84,21 @@ def kappa_problem(
 def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) -> list[str]:
     """Every opt-in deviation from the protocol behind one result: the fc3 approximations
     of ``settings`` and a non-default model dtype. Empty for the published protocol."""
-    return [*model_info.get("protocol_deviations", []), *settings.protocol_deviations()]
+    return [*model_info.get("protocol_deviations", []), *settings.kappa_deviations()]
+
+
+def engine_device(
+    settings: Phono3pySettings, device: str, job_mem_mb: float | None
+) -> tuple[str, float | None]:
+    """The ph-ph engine's torch device and memory budget (device unchanged and no budget
+    for phono3py's own engine). Raises a clear error where torch or the device is missing."""
+    if settings.phph_engine != "kappaflow":
+        return device, None
+    from kappaflow.phph.engine import require_torch, resolve_device
+    from kappaflow.phph.memory import job_budget_mb
+
+    dev = resolve_device(device, require_torch())
+    return str(dev), job_budget_mb(job_mem_mb, dev.type)
 
 
 def _record(relax_record: dict[str, Any], the_gate: dict[str, Any], settings: KappaSettings):
@@ -140,8 +157,18 @@ def run_kappa(
     out_hdf5: str | Path,
     out_record: str | Path,
     fc3_forces: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    job_mem_mb: float | None = None,
 ) -> dict[str, Any]:
-    """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record."""
+    """Wigner RTA κ at all temperatures; writes kappa.hdf5 and the small kappa.json record.
+
+    ``device``, ``threads`` and ``job_mem_mb`` are for kappaflow's ph-ph engine
+    (``phono3py.phph_engine: kappaflow``): where it runs (auto: CUDA when present), its
+    intra-op threads, and the job's memory, of which the engine takes all but 1 GB on a
+    CPU (:func:`kappaflow.phph.memory.job_budget_mb`). A missing torch or CUDA device is an
+    error of the job, not a recorded failure of the material. Progress lines (every 10 s /
+    5 % of the irreducible grid points) go to the log with either engine."""
     inputs = {
         "relaxed": relaxed,
         "phonons": phonons_json,
@@ -167,13 +194,27 @@ def run_kappa(
         fc2 = storage.read_fc(fc2_path, 2)
         fc3 = storage.read_fc(fc3_path, 3)
         ph3 = phonons.init_phono3py(atoms, material, settings.phono3py, displace=False)
+        p3 = settings.phono3py
+        device, memory_mb = engine_device(p3, device, job_mem_mb)
+        engine = p3.phph_engine + (f" on {device}" if p3.phph_engine == "kappaflow" else "")
         log(
             f"Wigner RTA κ of {material.material_id} on mesh {[int(m) for m in ph3.mesh_numbers]} "
-            f"at {list(settings.temperatures)} K, backend {backend}"
+            f"at {list(settings.temperatures)} K, backend {backend}, ph-ph engine {engine}, "
+            f"convention {p3.kappa_convention}"
         )
         t0 = time.perf_counter()
         try:
-            result = compute_kappa(ph3, fc2, fc3, settings.temperatures, settings.phono3py)
+            result = compute_kappa(
+                ph3,
+                fc2,
+                fc3,
+                settings.temperatures,
+                p3,
+                device=device,
+                threads=threads,
+                memory_mb=memory_mb,
+                progress=Progress("κ", "grid points"),
+            )
         except Exception as exc:  # recorded as data (k_SRME ConductivityError)
             fields = error_fields(exc)
             record["status"] = step_error("kappa")
@@ -206,11 +247,16 @@ def run_kappa(
     record["kappa_C"] = result.kappa_C.tolist()
     record["sum_rule_error"] = result.sum_rule_error()
     record["provenance"] = provenance(backend=backend, made_from=made)
+    phph_record = result.extra.get("phph") or {}
+    record["provenance"]["phph"] = phph_record
     attrs = {
         "kappaflow_status": OK,
         "mp_id": material.material_id,
         "backend": backend,
         "transport_type": TRANSPORT_TYPE,
+        "kappa_convention": result.convention,
+        "phph_engine": str(phph_record.get("engine", settings.phono3py.phph_engine)),
+        "phph_device": str(phph_record.get("device") or ""),
         "version": package_versions()["phono3py"] or "",
         **labels,
     }

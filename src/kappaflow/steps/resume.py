@@ -116,7 +116,7 @@ def force_settings_dict(force_settings: ForceSettings | None) -> dict[str, Any]:
 
 def fc_settings(settings: Phono3pySettings, force_settings: ForceSettings | None) -> dict:
     """Settings of the fc2 and fc3 steps (the rules' phono3py and forces params)."""
-    return {"phono3py": settings.as_dict(), "forces": force_settings_dict(force_settings)}
+    return {"phono3py": settings.forces_dict(), "forces": force_settings_dict(force_settings)}
 
 
 def kappa_settings(settings: Phono3pySettings, temperatures: Sequence[float]) -> dict:
@@ -132,7 +132,7 @@ def gruneisen_settings(
     return {
         "gruneisen": settings.as_dict(),
         "relax": relax.as_dict(),
-        "phono3py": phono3py.as_dict(),
+        "phono3py": phono3py.forces_dict(),
         "melting_point_K": melting_point,
     }
 
