@@ -29,6 +29,23 @@ def published_dir() -> Path:
 
 
 @pytest.fixture
+def figures(monkeypatch):
+    """The figures kappaflow's step functions save, by file name (saved as usual, then kept)."""
+    from kappaflow import storage
+
+    drawn = {}
+    real = storage.write_figure
+
+    def keep(path, fig, *more):
+        for target in (path, *more):
+            drawn[Path(target).name] = fig
+        real(path, fig, *more)
+
+    monkeypatch.setattr(storage, "write_figure", keep)
+    return drawn
+
+
+@pytest.fixture
 def cu_fcc():
     """Primitive fcc Cu near EMT's lattice constant (matbench-discovery uses Cu, not Al)."""
     atoms = bulk("Cu", "fcc", a=3.59)

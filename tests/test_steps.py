@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from ase.build import bulk
-from ase.calculators.calculator import Calculator, all_changes
 from ase.io import write
+from helpers import nan_model
 
 from kappaflow import storage
-from kappaflow.calculators import LoadedModel, model_spec
+from kappaflow.calculators import model_spec
 from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import score_table
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
@@ -18,24 +18,6 @@ from kappaflow.steps.evaluate import gather_row, run_model_metrics
 from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.kappa import run_kappa
 from kappaflow.steps.relax import run_relax
-
-
-class NaNForces(Calculator):
-    implemented_properties = ("energy", "forces", "stress")
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        self.results = {
-            "energy": np.nan,
-            "forces": np.full((len(atoms), 3), np.nan),
-            "stress": np.zeros(6),
-        }
-
-
-def _nan_model() -> LoadedModel:
-    return LoadedModel(
-        NaNForces(), {"model": "nan", "family": "ase", "device": "cpu", "dtype": "float64"}
-    )
 
 
 def _run_kappa(f, ps):
@@ -52,13 +34,13 @@ def _run_kappa(f, ps):
     )
 
 
-def _cu_input(tmp_path):
+def _cu_input(tmp_path, fc3_supercell=(2, 2, 2)):
     """EMT Cu written as a user structure; returns (Atoms, output paths, model spec)."""
     cu = bulk("Cu", "fcc", a=3.59)
     cu.info = {
         "material_id": "Cu",
         "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
+        "fc3_supercell": list(fc3_supercell),
         "q_mesh": [3, 3, 3],
     }
     write(tmp_path / "s.extxyz", cu, format="extxyz")
@@ -67,9 +49,9 @@ def _cu_input(tmp_path):
     return cu, f, spec
 
 
-def _relaxed_cu(tmp_path):
+def _relaxed_cu(tmp_path, fc3_supercell=(2, 2, 2)):
     """EMT Cu written as a user structure and relaxed; returns (output paths, model spec)."""
-    _, f, spec = _cu_input(tmp_path)
+    _, f, spec = _cu_input(tmp_path, fc3_supercell)
     run_relax(
         structures=tmp_path / "s.extxyz",
         material_id="Cu",
@@ -82,7 +64,7 @@ def _relaxed_cu(tmp_path):
 
 def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     f, spec = _relaxed_cu(tmp_path)
-    bad = _nan_model()
+    bad = nan_model()
     ps = Phono3pySettings()
     gate = run_fc2(
         relaxed=f["relaxed"],
@@ -148,7 +130,7 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
         )["status"]
         == "ok"
     )
-    bad = _nan_model()
+    bad = nan_model()
     assert (
         run_fc3(
             relaxed=f["relaxed"],
@@ -169,7 +151,7 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
 def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     """k_SRME: any exception scores 2; here the relax itself fails (NaN forces in FIRE)."""
     cu, f, spec = _cu_input(tmp_path)
-    bad = _nan_model()
+    bad = nan_model()
     rec = run_relax(
         structures=tmp_path / "s.extxyz",
         material_id="Cu",
@@ -237,3 +219,64 @@ def test_model_metrics_skip_when_300k_not_computed(tmp_path, reference_dir):
         computed_temperatures=[300.0],
     )
     assert s["n_materials"] == 1 and s["mean_SRME"] == 0.0 and s["n_skipped"] == 0
+
+
+def _cu_ready_for_kappa(tmp_path):
+    """EMT Cu relaxed, fc2 and fc3 (3x3x3: a 2x2x2 fc3 of a one-atom fcc cell is zero)."""
+    f, spec = _relaxed_cu(tmp_path, fc3_supercell=(3, 3, 3))
+    ps = Phono3pySettings()
+    run_fc2(relaxed=f["relaxed"], model=spec, settings=ps, out_fc2=f["fc2"],
+            out_forces=f["forces_fc2"], out_disp=f["disp"], out_phonons=f["phonons"])  # fmt: skip
+    run_fc3(relaxed=f["relaxed"], phonons_json=f["phonons"], model=spec, settings=ps,
+            out_fc3=f["fc3"], out_forces=f["forces_fc3"])  # fmt: skip
+    return f
+
+
+def test_engine_setup_errors_are_raised_not_recorded(tmp_path, monkeypatch):
+    """With phph_engine: kappaflow, a missing torch or a refused engine option is an error of
+    the job (raised, nothing written); an exception of the physics is recorded as data."""
+    import sys
+
+    import pytest
+
+    from kappaflow import conductivity, phph
+
+    f = _cu_ready_for_kappa(tmp_path)
+    engine = Phono3pySettings(phph_engine="kappaflow")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "torch", None)
+        with pytest.raises(phph.EngineUnavailableError, match="needs PyTorch"):
+            _run_kappa(f, engine)
+    assert not f["record"].exists() and not f["kappa"].exists()
+
+    def refused(*args, **kwargs):
+        raise phph.PhphOptionError("the engine does not support this option")
+
+    monkeypatch.setattr(conductivity, "compute_kappa", refused)
+    with pytest.raises(phph.PhphOptionError):
+        _run_kappa(f, engine)
+    assert not f["record"].exists()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("phonon solver diverged")
+
+    monkeypatch.setattr(conductivity, "compute_kappa", broken)
+    record = _run_kappa(f, engine)
+    assert record["status"] == "kappa_error"
+    assert any("phonon solver diverged" in e for e in record["errors"])
+
+
+def test_kappa_records_engine_and_convention(tmp_path):
+    f = _cu_ready_for_kappa(tmp_path)
+    record = _run_kappa(f, Phono3pySettings(kappa_convention="phono3py4"))
+    assert record["status"] == "ok"
+    assert record["protocol_deviations"] == ["kappa_convention=phono3py4"]
+    assert record["provenance"]["phph"]["engine"] == "phono3py"
+    data, attrs = storage.read_hdf5(f["kappa"])
+    assert attrs["kappa_convention"] == "phono3py4" and attrs["phph_engine"] == "phono3py"
+    # phono3py4: the recorded κ is phono3py 4.10's own, also kept as kappa_phono3py4
+    np.testing.assert_allclose(data["kappa_TOT_RTA"], data["kappa_phono3py4"], rtol=1e-12)
+    # the force steps' records know nothing of the κ-only keys
+    gate = storage.read_json(f["phonons"])
+    assert "kappa_convention" not in gate["settings"]
+    assert "phph_engine" not in gate["provenance"]["made_from"]["settings"]["phono3py"]

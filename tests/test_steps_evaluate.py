@@ -4,15 +4,14 @@ reference filter and the cross-model summary."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from ase.build import bulk
-from ase.calculators.calculator import Calculator, all_changes
 from ase.io import write
+from helpers import NaNForces, svg_comments
 
 from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
@@ -47,15 +46,6 @@ DATASETS = {
     "kappa_C": "kappa_C",
 }
 RED = "#d62728"  # matplotlib tab:red, the colour of failures in the parity plot
-
-
-class NaNForces(Calculator):
-    implemented_properties = ("energy", "forces", "stress")
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        n = len(atoms)
-        self.results = {"energy": np.nan, "forces": np.full((n, 3), np.nan), "stress": np.zeros(6)}
 
 
 def _frame(symbol: str, a: float):
@@ -125,29 +115,6 @@ def chain(tmp_path_factory):
         out_table=table_path,
     )
     return {"root": root, "files": files, "df": df, "table": table_path}
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the step functions save, by file name (saved as usual, then kept)."""
-    drawn = {}
-    real = storage.write_figure
-
-    def keep(path, fig, *more):
-        for target in (path, *more):
-            drawn[Path(target).name] = fig
-        real(path, fig, *more)
-
-    monkeypatch.setattr(storage, "write_figure", keep)
-    return drawn
-
-
-def _svg_comments(path: Path) -> list[str]:
-    """Parse an SVG (fails on malformed XML); matplotlib writes each text as a comment."""
-    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
-    root = ET.parse(path, parser).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    return [el.text.strip() for el in root.iter() if el.tag is ET.Comment]
 
 
 # ---------------------------------------------------------------------------- gather
@@ -329,7 +296,7 @@ def test_parity_file_and_failures_drawn(chain, tmp_path, figures):
     )
     out = tmp_path / "parity.svg"
     run_parity(metrics_csv=tmp_path / "m.csv", model="emt", temperature=600.0, out_svg=out)
-    texts = _svg_comments(out)
+    texts = svg_comments(out)
     assert "computed (1)" in texts and "failed (1)" in texts
     assert "emt, 600 K: mean SRME 1.200, n=2" in texts
     assert RED in out.read_text()
@@ -346,7 +313,7 @@ def test_parity_file_and_failures_drawn(chain, tmp_path, figures):
 def test_kappa_vs_temperature_draws_computed_materials_only(chain, tmp_path, figures):
     out = tmp_path / "kT.svg"
     run_kappa_vs_temperature(table=chain["table"], model="emt", out_svg=out)
-    texts = _svg_comments(out)
+    texts = svg_comments(out)
     assert "Cu-sg225" in texts and "Ag-sg225" not in texts
     assert "emt: Wigner RTA conductivity (1 material)" in texts
     ax = figures["kT.svg"].axes[0]

@@ -4,15 +4,12 @@ the rest "other") and marks failures; the α_V(T) plot puts an sg225 user materi
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from ase.build import bulk
-from ase.calculators.calculator import Calculator, all_changes
 from ase.io import write
+from helpers import NaNForces, svg_comments
 
 from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
@@ -24,38 +21,6 @@ from kappaflow.steps.relax import run_relax
 
 MELTING = 1358.0  # K, Cu
 GRUNEISEN = GruneisenSettings(t_min=100, t_max=1500, t_step=200)
-
-
-class NaNForces(Calculator):
-    implemented_properties = ("energy", "forces", "stress")
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        n = len(atoms)
-        self.results = {"energy": np.nan, "forces": np.full((n, 3), np.nan), "stress": np.zeros(6)}
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the step functions save, by file name (saved as usual, then kept)."""
-    drawn = {}
-    real = storage.write_figure
-
-    def keep(path, fig, *more):
-        for target in (path, *more):
-            drawn[Path(target).name] = fig
-        real(path, fig, *more)
-
-    monkeypatch.setattr(storage, "write_figure", keep)
-    return drawn
-
-
-def _svg_comments(path: Path) -> list[str]:
-    """Parse an SVG (fails on malformed XML); matplotlib writes each text as a comment."""
-    parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
-    root = ET.parse(path, parser).getroot()
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    return [el.text.strip() for el in root.iter() if el.tag is ET.Comment]
 
 
 # ---------------------------------------------------------------------------- γ parity
@@ -77,7 +42,7 @@ def test_gamma_parity_groups_types_and_marks_failures(tmp_path, figures):
     run_gamma_parity(
         metrics_csv=tmp_path / "g.csv", model="emt", out_png=out.with_suffix(".png"), out_svg=out
     )
-    texts = _svg_comments(out)
+    texts = svg_comments(out)
     assert {"rs (1)", "zb (1)", "other (2)", "failed (1)"} <= set(texts)
     assert not any(t.startswith("wz (") for t in texts)  # its only material failed
     ax = figures["gamma_parity.svg"].axes[0]
@@ -165,7 +130,7 @@ def test_alpha_plot_user_sg225_material_lands_in_other(grun, tmp_path, figures):
         out_png=out.with_suffix(".png"),
         out_svg=out,
     )
-    texts = _svg_comments(out)
+    texts = svg_comments(out)
     assert "emt: rs (0 materials)" in texts and "emt: other (1 material)" in texts
     assert "Cu-sg225" in texts
     fig = figures["alpha.svg"]

@@ -29,6 +29,7 @@ eigenvectors (divided by √m, not conjugated) is three batched matrix products.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -454,15 +455,20 @@ class PhphEngine:
         with self._torch.inference_mode():
             return self._interaction_strength(triplets)
 
-    def _interaction_strength(self, triplets: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(triplets), len(self.band_indices), self.nb, self.nb))
+    def _phi2_batches(self, triplets: np.ndarray) -> Iterator[tuple[np.ndarray, Any]]:
+        """(rows, |Φ|² of the triplets in those rows), batch by batch; q0 of a BZ-surface
+        grid point has several representations among its triplets, each set up once."""
         for gp0 in np.unique(triplets[:, 0]):
             rows = np.nonzero(triplets[:, 0] == gp0)[0]
             self.set_grid_point(int(gp0))
             for sl in self.batches(len(rows)):
                 r = rows[sl]
-                phi2 = self.phi2_batch(triplets[r, 1], triplets[r, 2])
-                out[r] = phi2.cpu().numpy() * self.unit_conversion_factor
+                yield r, self.phi2_batch(triplets[r, 1], triplets[r, 2])
+
+    def _interaction_strength(self, triplets: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(triplets), len(self.band_indices), self.nb, self.nb))
+        for r, phi2 in self._phi2_batches(triplets):
+            out[r] = phi2.cpu().numpy() * self.unit_conversion_factor
         return out
 
     def collisions(
@@ -488,29 +494,23 @@ class PhphEngine:
         freqs = np.asarray(self._pp.phonons.frequencies, dtype="double")
         cut = self.cutoff_frequency
         col = torch.zeros((len(temps), len(self.band_indices)), dtype=torch.float64, device=dev)
-        # q0 of a BZ-surface grid point has several representations among its triplets
-        for gp0 in np.unique(triplets[:, 0]):
-            rows = np.nonzero(triplets[:, 0] == gp0)[0]
-            self.set_grid_point(int(gp0))
-            for sl in self.batches(len(rows)):
-                r = rows[sl]
-                phi2 = self.phi2_batch(triplets[r, 1], triplets[r, 2])
-                t0 = time.perf_counter()
-                w = torch.as_tensor(np.asarray(weights[r], dtype="double"), device=dev)
-                g1 = torch.as_tensor(g[0, r], device=dev)
-                g23 = torch.as_tensor(g[1, r], device=dev)
-                n1 = _occupations(torch, freqs[triplets[r, 1]], temps, cut, dev)  # (t, T, b)
-                n2 = _occupations(torch, freqs[triplets[r, 2]], temps, cut, dev)
-                x1 = g1 * phi2
-                x23 = g23 * phi2
-                plus = (x1 + x23).sum(-1)  # (t, b0, b1): coefficient of n1
-                minus = (x1 - x23).sum(-2)  # (t, b0, b2): coefficient of n2
-                const = x1.sum((-1, -2))  # (t, b0)
-                col += torch.einsum("t,tTb,tab->Ta", w, n1, plus)
-                col += torch.einsum("t,tTc,tac->Ta", w, n2, minus)
-                col += (w[:, None] * const).sum(0)[None, :]
-                self._sync()
-                self.stats.seconds["sum"] += time.perf_counter() - t0
+        for r, phi2 in self._phi2_batches(triplets):
+            t0 = time.perf_counter()
+            w = torch.as_tensor(np.asarray(weights[r], dtype="double"), device=dev)
+            g1 = torch.as_tensor(g[0, r], device=dev)
+            g23 = torch.as_tensor(g[1, r], device=dev)
+            n1 = _occupations(torch, freqs[triplets[r, 1]], temps, cut, dev)  # (t, T, b)
+            n2 = _occupations(torch, freqs[triplets[r, 2]], temps, cut, dev)
+            x1 = g1 * phi2
+            x23 = g23 * phi2
+            plus = (x1 + x23).sum(-1)  # (t, b0, b1): coefficient of n1
+            minus = (x1 - x23).sum(-2)  # (t, b0, b2): coefficient of n2
+            const = x1.sum((-1, -2))  # (t, b0)
+            col += torch.einsum("t,tTb,tab->Ta", w, n1, plus)
+            col += torch.einsum("t,tTc,tac->Ta", w, n2, minus)
+            col += (w[:, None] * const).sum(0)[None, :]
+            self._sync()
+            self.stats.seconds["sum"] += time.perf_counter() - t0
         self.stats.grid_points += 1
         return col.cpu().numpy()
 

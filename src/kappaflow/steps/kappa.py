@@ -17,6 +17,7 @@ import numpy as np
 from kappaflow import storage
 from kappaflow.conductivity import TRANSPORT_TYPE, KappaResult, kappa_ave
 from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, OK, error_fields, step_error
+from kappaflow.phph import MemoryBudgetError, PhphOptionError, PhphVersionError
 from kappaflow.progress import Progress
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
@@ -85,6 +86,11 @@ def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) 
     """Every opt-in deviation from the protocol behind one result: the fc3 approximations
     of ``settings`` and a non-default model dtype. Empty for the published protocol."""
     return [*model_info.get("protocol_deviations", []), *settings.kappa_deviations()]
+
+
+#: errors of the ph-ph engine's set-up (version, options, memory budget): raised, not
+#: recorded as a κ failure of the material
+ENGINE_SETUP_ERRORS = (PhphOptionError, PhphVersionError, MemoryBudgetError)
 
 
 def engine_device(
@@ -215,6 +221,8 @@ def run_kappa(
                 memory_mb=memory_mb,
                 progress=Progress("κ", "grid points"),
             )
+        except ENGINE_SETUP_ERRORS:  # the job's settings, not the material's physics
+            raise
         except Exception as exc:  # recorded as data (k_SRME ConductivityError)
             fields = error_fields(exc)
             record["status"] = step_error("kappa")
