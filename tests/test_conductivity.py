@@ -138,9 +138,10 @@ def test_c_and_rust_backends_share_harmonic_part_and_agree_within_two_percent(
 ):
     """phono3py 4.10: C and Rust (phonors 0.8) give identical phonons, κ within ~1.5 %.
 
-    Measured on this case: κ(300 K) C 20.666, Rust 20.890 (+1.1 %); the difference is in
-    the tetrahedron-integrated ph-ph and isotope linewidths (the isotope γ of degenerate
-    bands is symmetric in Rust, not in C). kappaflow defaults to C, as the DFT reference.
+    Measured on this case: κ(300 K) C 20.666, Rust 20.890 (+1.1 %). The two phonon solvers
+    choose different bases inside degenerate subspaces and the per-band linewidths depend
+    on that basis; given the same phonons C and Rust agree (docs/benchmarks.md, "phono3py
+    backends"). kappaflow defaults to C, as the DFT reference.
     """
     c = cu_result[-1]
     r = rust_result

@@ -203,3 +203,39 @@ def test_materials_come_from_the_structures_file(reference_dir, tmp_path):
     assert "mp-22862" in cfg.scored and len(cfg.reference_ids) == 103
     atoms, material = cfg.material("mp-22862")
     assert material.desc == "NaCl-rs" and len(atoms) == 8
+
+
+def test_kappa_only_keys_one_vocabulary():
+    """The schema's enums, the settings' tuples and the CLI's choices are one list each; the
+    force rules' phono3py param is the settings' forces_dict() (same keys)."""
+    from kappaflow import phph
+    from kappaflow.config import load_config
+    from kappaflow.settings import (
+        KAPPA_CONVENTIONS,
+        KAPPA_ONLY_KEYS,
+        PHPH_ENGINES,
+        Phono3pySettings,
+    )
+    from kappaflow.storage import read_package_yaml
+
+    props = read_package_yaml("config.schema.yaml")["properties"]["phono3py"]["properties"]
+    assert tuple(props["kappa_convention"]["enum"]) == KAPPA_CONVENTIONS
+    assert tuple(props["phph_engine"]["enum"]) == PHPH_ENGINES == phph.ENGINES
+    assert set(KAPPA_ONLY_KEYS) == {"kappa_convention", "phph_engine"}
+    cfg = load_config({"phono3py": {"phph_engine": "kappaflow"}})
+    assert set(cfg.force_phono3py) == set(Phono3pySettings().forces_dict())
+    assert not set(KAPPA_ONLY_KEYS) & set(cfg.force_phono3py)
+    assert cfg.raw["phono3py"]["phph_engine"] == "kappaflow"
+    assert cfg.kappa_env == "../envs/phph.yaml" and cfg.kappa_gpus(None) == 1
+    assert cfg.kappa_gpus("cpu") == 0
+    assert load_config({}).kappa_env == "../envs/analysis.yaml"
+    assert load_config({}).kappa_gpus("cuda") == 0
+
+
+def test_misspelled_kappa_only_value_is_refused():
+    import pytest
+
+    from kappaflow.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="phph_engine"):
+        load_config({"phono3py": {"phph_engine": "gpu"}})

@@ -44,13 +44,13 @@ def kappaflow(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    """EMT fcc Cu on 2x2x2 supercells (a CLI run of seconds)."""
+    """EMT fcc Cu on 2x2x2 (fc2) and 3x3x3 (fc3) supercells (a CLI run of seconds)."""
     folder = tmp_path_factory.mktemp("tiny")
     atoms = bulk("Cu", "fcc", a=3.61)
     atoms.info = {
         "material_id": "Cu-fcc",
         "fc2_supercell": [2, 2, 2],
-        "fc3_supercell": [2, 2, 2],
+        "fc3_supercell": [3, 3, 3],  # 2x2x2 of a 1-atom fcc cell: fc3 = 0 (zero_fc3)
         "q_mesh": [4, 4, 4],
     }
     write(folder / "structures.extxyz", atoms, format="extxyz")

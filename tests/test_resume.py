@@ -431,3 +431,28 @@ def test_cli_run_that_fails_before_writing_keeps_the_previous_results(tmp_path):
     again = kappaflow(*cli("kappa", "G"), cwd=tmp_path)
     assert "up to date" in again.stderr
     assert again.stdout == first.stdout
+
+
+def test_cli_kappa_only_flags_redo_kappa_only(tmp_path):
+    """--kappa-convention and --phph-engine on a finished --out redo the κ step only: the
+    force steps' records and fc3.hdf5 know nothing of the κ-only keys."""
+    write(tmp_path / "structures.extxyz", cu_frame(), format="extxyz")
+    first = kappaflow(*cli("kappa", "G"), cwd=tmp_path)
+    reference = kappa_value(first)
+    fc3 = tmp_path / "G" / "fc3.hdf5"
+    attrs = storage.read_attrs(fc3)
+    assert "kappa_convention" not in str(attrs.get("made_from"))
+    assert "phph_engine" not in str(attrs.get("made_from"))
+    assert "kappa_convention" not in str(attrs.get("protocol_deviations"))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "G").iterdir() if p.is_file()}
+    other = kappaflow(*cli("kappa", "G", "--kappa-convention", "phono3py4"), cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "redoing kappa (kappa.json was made with other phono3py settings)" in other.stderr
+    changed = {p.name for p in (tmp_path / "G").iterdir()
+               if p.is_file() and p.stat().st_mtime_ns != mtimes.get(p.name)}  # fmt: skip
+    assert changed == {"kappa.hdf5", "kappa.json"}
+    record = storage.read_json(tmp_path / "G" / "kappa.json")
+    assert record["protocol_deviations"] == ["kappa_convention=phono3py4"]
+    assert kappa_value(other) != reference
+    back = kappaflow(*cli("kappa", "G"), cwd=tmp_path)
+    assert "redoing kappa (" in back.stderr and kappa_value(back) == reference

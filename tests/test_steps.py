@@ -254,14 +254,22 @@ def test_engine_setup_errors_are_raised_not_recorded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(conductivity, "compute_kappa", refused)
     with pytest.raises(phph.PhphOptionError):
-        _run_kappa(f, engine)
+        _run_kappa(f, Phono3pySettings())  # phono3py's engine: no torch needed here
+    assert not f["record"].exists()
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no memory left")
+
+    monkeypatch.setattr(conductivity, "compute_kappa", out_of_memory)
+    with pytest.raises(MemoryError):
+        _run_kappa(f, Phono3pySettings())
     assert not f["record"].exists()
 
     def broken(*args, **kwargs):
         raise RuntimeError("phonon solver diverged")
 
     monkeypatch.setattr(conductivity, "compute_kappa", broken)
-    record = _run_kappa(f, engine)
+    record = _run_kappa(f, Phono3pySettings())
     assert record["status"] == "kappa_error"
     assert any("phonon solver diverged" in e for e in record["errors"])
 

@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     from kappaflow.config import ConfigError
     from kappaflow.forces import ForceError
     from kappaflow.metrics import InvalidReferenceError
+    from kappaflow.phph import ENGINE_ERRORS
     from kappaflow.reference import ChecksumError, ReferenceNotFoundError
     from kappaflow.settings import SettingsError
     from kappaflow.storage import FolderLockedError, LockingUnsupportedError, OutputFolderError
@@ -520,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         ChecksumError,
         InvalidReferenceError,
         FileNotFoundError,
+        *ENGINE_ERRORS,
     ) as exc:
         print(f"kappaflow {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,8 @@ import argparse
 import os
 from types import ModuleType
 
+from kappaflow.settings import KAPPA_CONVENTIONS, PHPH_ENGINES
+
 
 def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     """The argument parser; each subcommand runs ``commands.cmd_<name>``."""
@@ -83,14 +85,14 @@ def build_parser(commands: ModuleType) -> argparse.ArgumentParser:
     )
     k.add_argument(
         "--phph-engine",
-        choices=["phono3py", "kappaflow"],
+        choices=PHPH_ENGINES,
         help="who computes the three-phonon interaction strength (config "
         "phono3py.phph_engine; default phono3py): kappaflow's batched torch engine gives "
         "the same κ to 1e-8, faster (README 'Speed')",
     )
     k.add_argument(
         "--kappa-convention",
-        choices=["reference", "phono3py4"],
+        choices=KAPPA_CONVENTIONS,
         help="Wigner κ convention (config phono3py.kappa_convention; default reference = "
         "phono3py 3.x, as the DFT reference); phono3py4 is a PROTOCOL DEVIATION (labelled)",
     )

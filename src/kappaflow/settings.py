@@ -17,12 +17,13 @@ if TYPE_CHECKING:
 #: phono3py backends. The DFT reference was produced with phono3py 3.x, C backend;
 #: phono3py 4.10 defaults to its (experimental) Rust backend "phonors".
 BACKENDS = ("C", "Rust")
-#: κ conventions (kappaflow.conductivity): "reference" = phono3py 3.x Wigner, the protocol's
+#: κ conventions (kappaflow.conductivity): "reference" = phono3py 3.x Wigner (the protocol's
+#: and the default), "phono3py4" = phono3py 4.10's SMM19 (a protocol deviation)
 KAPPA_CONVENTIONS = ("reference", "phono3py4")
 #: engines of the three-phonon interaction strength (kappaflow.phph)
 PHPH_ENGINES = ("phono3py", "kappaflow")
 #: phono3py settings that only the κ step reads: they stay out of the force steps' params
-#: and records, so toggling one re-runs κ jobs only (PROTOCOL §8)
+#: and records, so toggling one re-runs κ jobs only (PROTOCOL §5, §14)
 KAPPA_ONLY_KEYS = ("kappa_convention", "phph_engine")
 
 

@@ -27,6 +27,28 @@ from kappaflow.phph.version import (
 )
 
 
+def _engine_errors() -> tuple[type[Exception], ...]:
+    from kappaflow.phph.engine import (
+        DeviceUnavailableError,
+        EngineUnavailableError,
+        UnknownDeviceError,
+    )
+
+    return (
+        EngineUnavailableError,
+        DeviceUnavailableError,
+        UnknownDeviceError,
+        PhphOptionError,
+        PhphVersionError,
+        MemoryBudgetError,
+    )
+
+
+#: the engine's set-up errors (torch or device missing, version, options, memory budget):
+#: errors of the job's settings, never a recorded failure of a material
+ENGINE_ERRORS = _engine_errors()
+
+
 def __getattr__(name: str):  # the engine module imports torch lazily, not at package import
     if name in ("PhphEngine", "EngineUnavailableError", "DeviceUnavailableError"):
         from kappaflow.phph import engine
@@ -37,6 +59,7 @@ def __getattr__(name: str):  # the engine module imports torch lazily, not at pa
 
 __all__ = [
     "ENGINES",
+    "ENGINE_ERRORS",
     "SUPPORTED_PHONO3PY",
     "DeviceUnavailableError",
     "EngineScatteringSolver",

@@ -45,6 +45,10 @@ class EngineUnavailableError(ImportError):
     """torch (the engine's only extra dependency) is not importable."""
 
 
+class UnknownDeviceError(ValueError):
+    """A device name the engine cannot run on (it runs on cpu or cuda)."""
+
+
 class DeviceUnavailableError(RuntimeError):
     """The requested torch device does not exist on this machine."""
 
@@ -70,7 +74,7 @@ def resolve_device(device: Any, torch: Any) -> Any:
     try:
         dev = torch.device(name)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown torch device {device!r} for the ph-ph engine") from exc
+        raise UnknownDeviceError(f"unknown torch device {device!r} for the ph-ph engine") from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(
@@ -82,7 +86,7 @@ def resolve_device(device: Any, torch: Any) -> Any:
                 f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) present"
             )
     elif dev.type != "cpu":
-        raise ValueError(f"the ph-ph engine runs on cpu or cuda, not {dev.type!r}")
+        raise UnknownDeviceError(f"the ph-ph engine runs on cpu or cuda, not {dev.type!r}")
     return dev
 
 

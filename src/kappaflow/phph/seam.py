@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,9 +45,15 @@ from typing import Any
 
 import numpy as np
 
-from kappaflow.phph.version import check_phono3py_version
+from kappaflow.phph.version import (
+    SUPPORTED_PHONO3PY,
+    check_phono3py_version,
+    is_supported,
+    phono3py_version,
+)
+from kappaflow.settings import PHPH_ENGINES
 
-ENGINES = ("phono3py", "kappaflow")
+ENGINES = PHPH_ENGINES
 
 Progress = Callable[[int, int], None]
 
@@ -271,6 +278,15 @@ def install(
     if engine not in ENGINES:
         raise ValueError(f"phph_engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     record = PhphRecord(engine=engine, progress=progress is not None)
+    if engine == "phono3py" and progress is not None and not is_supported(phono3py_version()):
+        # the progress hook needs the tested phono3py internals; phono3py itself does not
+        print(
+            f"[kappaflow] phono3py {phono3py_version()}: no progress lines (the hook is tested "
+            f"with phono3py {', '.join(SUPPORTED_PHONO3PY)}.x)",
+            file=sys.stderr,
+        )
+        progress = None
+        record.progress = False
     if engine == "phono3py" and progress is None:
         record.versions = _versions(with_torch=False)
         record.weights_backend = None

@@ -33,6 +33,7 @@ def check_phono3py_version(version: str | None = None) -> str:
         raise PhphVersionError(
             f"phono3py {version} is not supported by kappaflow's ph-ph seam (tested with "
             f"phono3py {', '.join(v + '.x' for v in SUPPORTED_PHONO3PY)}); install "
-            "phono3py 4.10 or set phono3py.phph_engine: phono3py"
+            "phono3py 4.10, or use phono3py's own engine (phono3py.phph_engine: phono3py, "
+            "the default)"
         )
     return version

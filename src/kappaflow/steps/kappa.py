@@ -17,7 +17,7 @@ import numpy as np
 from kappaflow import storage
 from kappaflow.conductivity import TRANSPORT_TYPE, KappaResult, kappa_ave
 from kappaflow.gates import NONFINITE_KAPPA, NONPOSITIVE_KAPPA, OK, error_fields, step_error
-from kappaflow.phph import MemoryBudgetError, PhphOptionError, PhphVersionError
+from kappaflow.phph import ENGINE_ERRORS
 from kappaflow.progress import Progress
 from kappaflow.runtime import log, package_versions, provenance
 from kappaflow.settings import KappaSettings, Phono3pySettings
@@ -84,13 +84,18 @@ def kappa_problem(
 
 def protocol_deviations(settings: Phono3pySettings, model_info: dict[str, Any]) -> list[str]:
     """Every opt-in deviation from the protocol behind one result: the fc3 approximations
-    of ``settings`` and a non-default model dtype. Empty for the published protocol."""
+    and a non-reference ``kappa_convention`` of ``settings``, and a non-default model
+    dtype. Empty for the published protocol."""
     return [*model_info.get("protocol_deviations", []), *settings.kappa_deviations()]
 
 
-#: errors of the ph-ph engine's set-up (version, options, memory budget): raised, not
-#: recorded as a κ failure of the material
-ENGINE_SETUP_ERRORS = (PhphOptionError, PhphVersionError, MemoryBudgetError)
+def _job_error(exc: BaseException) -> bool:
+    """An error of the job, not of the material: the ph-ph engine's set-up (torch, device,
+    version, options, memory budget) or memory exhausted (host or GPU); raised so that
+    Snakemake reports it and re-runs the job, never recorded as a κ failure."""
+    return isinstance(exc, (*ENGINE_ERRORS, MemoryError)) or type(exc).__name__ == (
+        "OutOfMemoryError"  # torch.OutOfMemoryError (CUDA), without importing torch
+    )
 
 
 def engine_device(
@@ -221,9 +226,9 @@ def run_kappa(
                 memory_mb=memory_mb,
                 progress=Progress("κ", "grid points"),
             )
-        except ENGINE_SETUP_ERRORS:  # the job's settings, not the material's physics
-            raise
         except Exception as exc:  # recorded as data (k_SRME ConductivityError)
+            if _job_error(exc):
+                raise
             fields = error_fields(exc)
             record["status"] = step_error("kappa")
             record["errors"] += fields["errors"]
@@ -263,7 +268,7 @@ def run_kappa(
         "backend": backend,
         "transport_type": TRANSPORT_TYPE,
         "kappa_convention": result.convention,
-        "phph_engine": str(phph_record.get("engine", settings.phono3py.phph_engine)),
+        "phph_engine": str(phph_record["engine"]),
         "phph_device": str(phph_record.get("device") or ""),
         "version": package_versions()["phono3py"] or "",
         **labels,

@@ -1,4 +1,6 @@
-"""The only module that reads or writes files.
+"""The only package that reads or writes files: the file formats here, atomic writes in
+:mod:`kappaflow.storage.atomic`, output folders and their lock in
+:mod:`kappaflow.storage.folders` (all reachable as ``storage.<name>``).
 
 Every write is atomic: data go to a temporary file in the destination folder, which
 is renamed onto the declared path only when complete, so a killed job never leaves
@@ -10,21 +12,13 @@ phono3py's tools can read the results folders.
 from __future__ import annotations
 
 import base64
-import contextlib
-import errno
-import fcntl
 import gzip
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-import sys
-import tempfile
-import time
 import urllib.request
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +31,23 @@ from ase.io import read, write
 
 from kappaflow import reference as ref
 from kappaflow.gates import OK
+from kappaflow.storage.atomic import (  # noqa: F401 (part of storage's interface)
+    STALE_TEMP_SECONDS,
+    atomic_path,
+    remove_dead_temp_files,
+    temp_writer_alive,
+    writer_token,
+)
+from kappaflow.storage.folders import (  # noqa: F401 (part of storage's interface)
+    LOCK_NAME,
+    FolderLockedError,
+    LockingUnsupportedError,
+    OutputFolderError,
+    describe_holder,
+    folder_lock,
+    output_file,
+    output_folder,
+)
 from kappaflow.structures import MaterialError, frame_problem
 
 
@@ -51,280 +62,6 @@ class StructureFileError(MaterialError):
 
 class KappaTableError(ValueError):
     """A kappa table cannot be read or is not a kappa table; the message names the file."""
-
-
-# --------------------------------------------------------------------------- atomic
-
-#: a temporary file whose writer cannot be checked (another host or pid namespace, or
-#: one named before writers were recorded) is removed only when it is older than this
-STALE_TEMP_SECONDS = 24 * 3600
-_NEW_TEMP = re.compile(
-    r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)~(?P<ns>\d+)~(?P<pid>\d+)~[a-z0-9_]{8}"
-    r"(?P<suffix>\.tmp.*)$"
-)
-_OLD_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.tmp.*)$")
-
-
-def _host_token() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
-
-
-def _pid_namespace() -> str:
-    """The inode of this process's pid namespace (containers on one host differ), or 0."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "0"
-
-
-def writer_token() -> str:
-    """``host~pidns~pid``: who writes a temporary file (part of its name)."""
-    return f"{_host_token()}~{_pid_namespace()}~{os.getpid()}"
-
-
-def _temp_suffix(name: str) -> str:
-    return ".tmp" + "".join(Path(name).suffixes)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    try:  # a zombie has finished: it writes nothing any more
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def temp_writer_alive(path: str | os.PathLike) -> bool | None:
-    """Whether the process that writes temporary file ``path`` is alive: True, False, or
-    None when that cannot be told here (another host or pid namespace, an old name)."""
-    m = _NEW_TEMP.match(Path(path).name)
-    if m is None or m["host"] != _host_token() or m["ns"] != _pid_namespace():
-        return None
-    return _process_alive(int(m["pid"]))
-
-
-def remove_dead_temp_files(
-    folder: str | os.PathLike, max_age: float = STALE_TEMP_SECONDS
-) -> list[Path]:
-    """Remove the hidden temporary files (``.NAME.<writer>~XXXXXXXX.tmp.EXT``) that a killed
-    atomic write left in ``folder``; returns them.
-
-    A file whose writer is alive is never touched. Its writer is named in the file name
-    (host, pid namespace, pid): on this host its pid is checked; a file of another host or
-    container, or one named by kappaflow before writers were named, is removed only when
-    older than ``max_age`` (a day: a single write never takes that long). Only names that
-    atomic_path makes are considered (the suffix repeats the destination's suffixes).
-    """
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        if not entry.name.startswith(".") or ".tmp" not in entry.name:
-            continue
-        m = _NEW_TEMP.match(entry.name) or _OLD_TEMP.match(entry.name)
-        if m is None or m["suffix"] != _temp_suffix(m["name"]):
-            continue
-        alive = temp_writer_alive(entry.path)
-        try:
-            if alive is None:
-                alive = now - entry.stat(follow_symlinks=False).st_mtime < max_age
-            if not alive and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except FileNotFoundError:  # removed meanwhile (its writer renamed it, or a cleaner)
-            continue
-    return removed
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``dest``; rename it onto ``dest`` on success.
-
-    The temporary name carries the writer (:func:`writer_token`), so the leftovers of a
-    killed writer are recognised and removed (:func:`remove_dead_temp_files`, run here on
-    the destination folder before every write) while a live writer's file is kept."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_temp_files(dest.parent)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{dest.name}.{writer_token()}~", suffix=_temp_suffix(dest.name), dir=dest.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-# ------------------------------------------------------------------ output folders
-
-
-class OutputFolderError(ValueError):
-    """An output path that cannot be written (a file where a folder is needed, ...)."""
-
-
-class FolderLockedError(RuntimeError):
-    """Another run holds the folder's lock (the message names it)."""
-
-
-class LockingUnsupportedError(RuntimeError):
-    """The folder's filesystem refuses file locks (ENOLCK: NFS without locking, ...)."""
-
-
-def _writable(folder: Path, what: str) -> None:
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputFolderError(f"{what} {folder} is not writable")
-
-
-def output_folder(path: str | os.PathLike, what: str = "--out", create: bool = True) -> Path:
-    """``path`` as a folder to write into, created if missing (unless ``create`` is False:
-    then only checked); a clear OutputFolderError when it is a file, lies under a file, or
-    is not writable."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputFolderError(f"{what} {path} is a file, not a folder; give a folder")
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise OutputFolderError(f"{what} {path}: cannot create the folder, {existing} is a file")
-    if not create:
-        _writable(existing, what if existing == path else f"{what} {path}: the folder")
-        return path
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputFolderError(
-            f"{what} {path}: cannot create the folder ({exc.strerror})"
-        ) from exc
-    _writable(path, what)
-    return path
-
-
-def output_file(path: str | os.PathLike, what: str = "--out") -> Path:
-    """``path`` as a file to write: not a folder, its folder creatable and writable."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputFolderError(f"{what} {path} is a folder; give a file name")
-    output_folder(path.parent, f"{what} {path}: the folder", create=False)
-    return path
-
-
-LOCK_NAME = ".kappaflow.lock"
-
-
-def _read_holder(fd: int, tries: int = 20) -> dict[str, Any] | None:
-    for _ in range(tries):  # the holder writes its JSON right after taking the lock
-        try:
-            text = os.pread(fd, 65536, 0).decode("utf-8", errors="replace")
-            return json.loads(text)
-        except (OSError, ValueError):
-            time.sleep(0.05)
-    return None
-
-
-def describe_holder(holder: dict[str, Any] | None) -> str:
-    if not holder:
-        return "a process that has not yet said who it is"
-    return (
-        f"pid {holder.get('pid')} on host {holder.get('host')}, started "
-        f"{holder.get('started')}: {holder.get('command')}"
-    )
-
-
-@contextlib.contextmanager
-def folder_lock(
-    folder: str | os.PathLike, command: str | None = None, required: bool = True
-) -> Iterator[dict[str, Any] | None]:
-    """Hold an exclusive lock on ``folder`` (the file ``folder/.kappaflow.lock``) while the
-    block runs; yields the holder record written into it (pid, host, command, start time).
-
-    ``flock`` locks belong to the open file, so the kernel releases them when the holder
-    exits in any way (kill -9 included): a stale lock cannot exist. A second process gets
-    :class:`FolderLockedError` naming the holder. On NFS, Linux (>= 2.6.12) emulates flock
-    with POSIX byte-range locks, which work across hosts when the server supports locking
-    (NFSv4, or NFSv3 with lockd); where locking is unsupported flock fails with ENOLCK and
-    :class:`LockingUnsupportedError` is raised, unless ``required`` is False (then the
-    block runs unlocked and None is yielded). The lock file is removed on release; a
-    waiter that locked the removed file sees that and tries again.
-    """
-    folder = Path(folder)
-    path = folder / LOCK_NAME
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise OutputFolderError(
-                f"cannot create the lock file {path} ({exc.strerror}): is {folder} writable?"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise FolderLockedError(
-                f"{folder} is in use by another kappaflow run ({describe_holder(holder)}). "
-                "Two runs into one folder would mix their files; wait for that run to end "
-                "or stop it (its lock goes with the process), or use another --out"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
-            if required:
-                raise LockingUnsupportedError(
-                    f"cannot lock {folder}: its filesystem does not support file locks "
-                    f"({errno.errorcode.get(exc.errno, exc.errno)}; e.g. NFS without lockd or "
-                    "NFSv4 locking). kappaflow does not run unlocked, because two runs into "
-                    "one folder would mix their results silently. Use an --out on a local "
-                    "disk or a filesystem with locking, or, if you are sure that no other "
-                    "run uses this folder, set KAPPAFLOW_NO_LOCK=1",
-                ) from exc
-            print(f"[kappaflow] warning: {folder} is not locked ({exc.strerror})", file=sys.stderr)
-            yield None
-            return
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # locked a lock file its previous holder had just removed
-    holder = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "command": command or " ".join(sys.argv),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    previous = _read_holder(fd, tries=1) if os.fstat(fd).st_size else None
-    if previous and previous.get("host") != holder["host"]:
-        print(
-            f"[kappaflow] warning: {path} names an earlier run on another host that did not "
-            f"remove it ({describe_holder(previous)}). It was killed, or it is still running "
-            "and this filesystem does not share locks between hosts (NFS mounted with nolock "
-            "or local_lock): then stop one of the two runs",
-            file=sys.stderr,
-        )
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode("utf-8"), 0)
-        yield holder
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # still locked: a waiter that opened it retries on a new file
-        os.close(fd)
 
 
 def _default(obj: Any) -> Any:
