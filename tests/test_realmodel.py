@@ -76,7 +76,7 @@ def test_chgnet_nacl_full_protocol_matches_published(tmp_path, reference_dir, pu
     assert record["provenance"]["threads"]["OMP_NUM_THREADS"] == "2"
     assert record["provenance"]["threads"]["RAYON_NUM_THREADS"] == "2"
     # the reference's mode layout: score it with the same code the workflow uses
-    from kappaflow.steps import gather_row
+    from kappaflow.steps.evaluate import gather_row
 
     row = gather_row(record, out / "kappa.hdf5")
     assert row["mode_kappa_TOT_ave"].shape == (1, 220, 6)
