@@ -34,3 +34,20 @@ def svg_comments(path: Path) -> list[str]:
     root = ET.parse(path, parser).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     return [el.text.strip() for el in root.iter() if el.tag is ET.Comment]
+
+
+def fc2_into(f: dict, model, settings, **kw):
+    """kappaflow's fc2 step into a results folder given as its MATERIAL_FILES paths."""
+    from kappaflow.steps.harmonic import run_fc2
+
+    return run_fc2(relaxed=f["relaxed"], model=model, settings=settings, out_fc2=f["fc2"],
+                   out_forces=f["forces_fc2"], out_disp=f["disp"], out_phonons=f["phonons"],
+                   **kw)  # fmt: skip
+
+
+def fc3_into(f: dict, model, settings, **kw):
+    """kappaflow's fc3 step into a results folder given as its MATERIAL_FILES paths."""
+    from kappaflow.steps.anharmonic import run_fc3
+
+    return run_fc3(relaxed=f["relaxed"], phonons_json=f["phonons"], model=model,
+                   settings=settings, out_fc3=f["fc3"], out_forces=f["forces_fc3"], **kw)  # fmt: skip

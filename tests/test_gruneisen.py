@@ -11,6 +11,7 @@ from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.io import write
+from helpers import fc2_into, fc3_into
 
 from kappaflow import gruneisen as gr
 from kappaflow import storage
@@ -20,10 +21,8 @@ from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import score_gamma, srd_gamma, srd_gamma_signed, srme_gamma
 from kappaflow.reference import FILES, dft_gamma_csv_from_metrics
 from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings, SettingsError
-from kappaflow.steps.anharmonic import run_fc3
 from kappaflow.steps.common import material_of
 from kappaflow.steps.gruneisen import run_gruneisen, run_gruneisen_fc3_check, run_gruneisen_metrics
-from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.relax import run_relax
 
 KB = 1.380649e-23
@@ -203,16 +202,7 @@ def _gruneisen(tmp_path, loaded, settings=None, **cu):
         loaded=loaded,
     )
     ps = Phono3pySettings()
-    run_fc2(
-        relaxed=f["relaxed"],
-        model=spec,
-        settings=ps,
-        out_fc2=f["fc2"],
-        out_forces=f["forces_fc2"],
-        out_disp=f["disp"],
-        out_phonons=f["phonons"],
-        loaded=loaded,
-    )
+    fc2_into(f, spec, ps, loaded=loaded)
     rec = run_gruneisen(
         relaxed=f["relaxed"],
         fc2_path=f["fc2"],
@@ -354,15 +344,7 @@ def test_fc3_cross_check_on_emt_copper(tmp_path):
     settings = GruneisenSettings()
     f, rec = _gruneisen(tmp_path, emt, settings, fc2=(4, 4, 4), mesh=(9, 9, 9))
     ps = Phono3pySettings()
-    run_fc3(
-        relaxed=f["relaxed"],
-        phonons_json=f["phonons"],
-        model=model_spec("emt"),
-        settings=ps,
-        out_fc3=f["fc3"],
-        out_forces=f["forces_fc3"],
-        loaded=emt,
-    )
+    fc3_into(f, model_spec("emt"), ps, loaded=emt)
     out = run_gruneisen_fc3_check(
         relaxed=f["relaxed"],
         forces_fc3=f["forces_fc3"],

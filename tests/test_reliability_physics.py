@@ -15,15 +15,14 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.io import write
 from ase.neighborlist import neighbor_list
+from helpers import fc2_into, fc3_into
 
 from kappaflow import gates, storage
 from kappaflow.calculators import LoadedModel, model_spec
 from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import KAPPA_ERROR_MAX, score_table
 from kappaflow.settings import CheckSettings, KappaSettings, Phono3pySettings, RelaxSettings
-from kappaflow.steps.anharmonic import run_fc3
 from kappaflow.steps.evaluate import gather_row
-from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.kappa import kappa_problem, run_kappa
 from kappaflow.steps.relax import run_relax
 from kappaflow.structures import periodicity_problem, vacuum_gaps
@@ -133,27 +132,10 @@ def _run(tmp_path, atoms, mid, loaded=None, relax=True, until="kappa", temps=(30
         out_relaxed=f["relaxed"],
     )
     ps = Phono3pySettings()
-    out = run_fc2(
-        relaxed=f["relaxed"],
-        model=spec,
-        settings=ps,
-        out_fc2=f["fc2"],
-        out_forces=f["forces_fc2"],
-        out_disp=f["disp"],
-        out_phonons=f["phonons"],
-        loaded=loaded,
-    )
+    out = fc2_into(f, spec, ps, loaded=loaded)
     if until == "fc2":
         return out, f
-    out = run_fc3(
-        relaxed=f["relaxed"],
-        phonons_json=f["phonons"],
-        model=spec,
-        settings=ps,
-        out_fc3=f["fc3"],
-        out_forces=f["forces_fc3"],
-        loaded=loaded,
-    )
+    out = fc3_into(f, spec, ps, loaded=loaded)
     if until == "fc3":
         return out, f
     record = run_kappa(

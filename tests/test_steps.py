@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from ase.build import bulk
 from ase.io import write
-from helpers import nan_model
+from helpers import fc2_into, fc3_into, nan_model
 
 from kappaflow import storage
 from kappaflow.calculators import model_spec
@@ -66,27 +66,10 @@ def test_nonfinite_forces_are_recorded_and_scored_two(tmp_path):
     f, spec = _relaxed_cu(tmp_path)
     bad = nan_model()
     ps = Phono3pySettings()
-    gate = run_fc2(
-        relaxed=f["relaxed"],
-        model=spec,
-        settings=ps,
-        out_fc2=f["fc2"],
-        out_forces=f["forces_fc2"],
-        out_disp=f["disp"],
-        out_phonons=f["phonons"],
-        loaded=bad,
-    )
+    gate = fc2_into(f, spec, ps, loaded=bad)
     assert gate["status"] == "nonfinite_forces"
     assert "non-finite forces" in gate["errors"][0]
-    run_fc3(
-        relaxed=f["relaxed"],
-        phonons_json=f["phonons"],
-        model=spec,
-        settings=ps,
-        out_fc3=f["fc3"],
-        out_forces=f["forces_fc3"],
-        loaded=bad,
-    )
+    fc3_into(f, spec, ps, loaded=bad)
     record = _run_kappa(f, ps)
     assert record["status"] == "nonfinite_forces"
     assert record["kappa_TOT_ave"] == [None]
@@ -118,31 +101,9 @@ def test_fc3_nan_after_ok_fc2_is_recorded(tmp_path):
         settings=RelaxSettings(fmax=1e-3),
         out_relaxed=f["relaxed"],
     )
-    assert (
-        run_fc2(
-            relaxed=f["relaxed"],
-            model=spec,
-            settings=ps,
-            out_fc2=f["fc2"],
-            out_forces=f["forces_fc2"],
-            out_disp=f["disp"],
-            out_phonons=f["phonons"],
-        )["status"]
-        == "ok"
-    )
+    assert fc2_into(f, spec, ps)["status"] == "ok"
     bad = nan_model()
-    assert (
-        run_fc3(
-            relaxed=f["relaxed"],
-            phonons_json=f["phonons"],
-            model=spec,
-            settings=ps,
-            out_fc3=f["fc3"],
-            out_forces=f["forces_fc3"],
-            loaded=bad,
-        )["status"]
-        == "nonfinite_forces"
-    )
+    assert fc3_into(f, spec, ps, loaded=bad)["status"] == "nonfinite_forces"
     record = _run_kappa(f, ps)
     assert record["status"] == "nonfinite_forces" and "failure" not in record
     assert any("non-finite" in e for e in record["errors"])
@@ -165,24 +126,9 @@ def test_exception_during_relax_is_recorded_and_passed_on(tmp_path):
     atoms, _ = storage.read_structure(f["relaxed"])
     np.testing.assert_allclose(atoms.cell[:], cu.cell[:])  # the input structure is kept
     ps = Phono3pySettings()
-    gate = run_fc2(
-        relaxed=f["relaxed"],
-        model=spec,
-        settings=ps,
-        out_fc2=f["fc2"],
-        out_forces=f["forces_fc2"],
-        out_disp=f["disp"],
-        out_phonons=f["phonons"],
-    )
+    gate = fc2_into(f, spec, ps)
     assert gate["status"] == rec["status"]
-    run_fc3(
-        relaxed=f["relaxed"],
-        phonons_json=f["phonons"],
-        model=spec,
-        settings=ps,
-        out_fc3=f["fc3"],
-        out_forces=f["forces_fc3"],
-    )
+    fc3_into(f, spec, ps)
     record = _run_kappa(f, ps)
     assert record["status"] == rec["status"] and record["kappa_TOT_ave"] == [None]
     assert record["errors"] == rec["errors"]

@@ -11,14 +11,13 @@ import pandas as pd
 import pytest
 from ase.build import bulk
 from ase.io import write
-from helpers import NaNForces, svg_comments
+from helpers import NaNForces, fc2_into, fc3_into, svg_comments
 
 from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
 from kappaflow.layout import MATERIAL_FILES
 from kappaflow.metrics import InvalidReferenceError
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
-from kappaflow.steps.anharmonic import run_fc3
 from kappaflow.steps.evaluate import (
     run_gather,
     run_kappa_vs_temperature,
@@ -28,7 +27,6 @@ from kappaflow.steps.evaluate import (
     table_deviations,
     usable_as_reference,
 )
-from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.kappa import run_kappa
 from kappaflow.steps.relax import run_relax
 
@@ -78,25 +76,8 @@ def chain(tmp_path_factory):
             settings=RelaxSettings(fmax=1e-3),
             out_relaxed=f["relaxed"],
         )
-        run_fc2(
-            relaxed=f["relaxed"],
-            model=spec,
-            settings=ps,
-            out_fc2=f["fc2"],
-            out_forces=f["forces_fc2"],
-            out_disp=f["disp"],
-            out_phonons=f["phonons"],
-            loaded=loaded,
-        )
-        run_fc3(
-            relaxed=f["relaxed"],
-            phonons_json=f["phonons"],
-            model=spec,
-            settings=ps,
-            out_fc3=f["fc3"],
-            out_forces=f["forces_fc3"],
-            loaded=loaded,
-        )
+        fc2_into(f, spec, ps, loaded=loaded)
+        fc3_into(f, spec, ps, loaded=loaded)
         run_kappa(
             relaxed=f["relaxed"],
             phonons_json=f["phonons"],

@@ -9,14 +9,13 @@ import pandas as pd
 import pytest
 from ase.build import bulk
 from ase.io import write
-from helpers import NaNForces, svg_comments
+from helpers import NaNForces, fc2_into, svg_comments
 
 from kappaflow import storage
 from kappaflow.calculators import LoadedModel, model_spec
 from kappaflow.layout import MATERIAL_FILES
 from kappaflow.settings import GruneisenSettings, Phono3pySettings, RelaxSettings
 from kappaflow.steps.gruneisen import run_alpha_plot, run_gamma_parity, run_gruneisen
-from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.relax import run_relax
 
 MELTING = 1358.0  # K, Cu
@@ -88,16 +87,7 @@ def grun(tmp_path_factory):
             settings=RelaxSettings(fmax=1e-3),
             out_relaxed=f["relaxed"],
         )
-        run_fc2(
-            relaxed=f["relaxed"],
-            model=spec,
-            settings=Phono3pySettings(),
-            out_fc2=f["fc2"],
-            out_forces=f["forces_fc2"],
-            out_disp=f["disp"],
-            out_phonons=f["phonons"],
-            loaded=loaded,
-        )
+        fc2_into(f, spec, Phono3pySettings(), loaded=loaded)
         run_gruneisen(
             relaxed=f["relaxed"],
             fc2_path=f["fc2"],

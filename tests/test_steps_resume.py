@@ -10,14 +10,13 @@ from dataclasses import replace
 import pytest
 from ase.build import bulk
 from ase.io import write
+from helpers import fc2_into, fc3_into
 
 from kappaflow import storage
 from kappaflow.calculators import model_spec
 from kappaflow.layout import MATERIAL_FILES
 from kappaflow.settings import KappaSettings, Phono3pySettings, RelaxSettings
-from kappaflow.steps.anharmonic import run_fc3
 from kappaflow.steps.common import material_of
-from kappaflow.steps.harmonic import run_fc2
 from kappaflow.steps.kappa import run_kappa
 from kappaflow.steps.relax import run_relax
 from kappaflow.steps.resume import KAPPA_STEPS, Wanted, first_outdated, steps_to_run
@@ -53,23 +52,8 @@ def done(tmp_path_factory):
         settings=RELAX,
         out_relaxed=f["relaxed"],
     )
-    run_fc2(
-        relaxed=f["relaxed"],
-        model=spec,
-        settings=KAPPA.phono3py,
-        out_fc2=f["fc2"],
-        out_forces=f["forces_fc2"],
-        out_disp=f["disp"],
-        out_phonons=f["phonons"],
-    )
-    run_fc3(
-        relaxed=f["relaxed"],
-        phonons_json=f["phonons"],
-        model=spec,
-        settings=KAPPA.phono3py,
-        out_fc3=f["fc3"],
-        out_forces=f["forces_fc3"],
-    )
+    fc2_into(f, spec, KAPPA.phono3py)
+    fc3_into(f, spec, KAPPA.phono3py)
     run_kappa(
         relaxed=f["relaxed"],
         phonons_json=f["phonons"],
